@@ -1,0 +1,28 @@
+# The two set-up commands of README.md.  PY may point at another interpreter (e.g. a venv's python).
+PY ?= python3
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install course test check build bench
+
+install:
+	$(PY) -m pip install -q -e ".[test]"
+
+# Build the embedded models if they are not cached, run every lesson headless, refresh figures/.
+course: install
+	$(PY) -m fmcls_lib course --set full
+
+# The whole test suite: unit tests, a papermill run, and every lesson under nbval with smoke settings.
+test: install
+	rm -rf .smoke && $(PY) -m fmcls_lib prepare --set smoke .smoke
+	$(PY) -m pytest tests .smoke --nbval-lax -p no:cacheprovider
+
+check:
+	$(PY) -m fmcls_lib check
+
+# Re-train the shipped models from scratch (only when their recipe changed; commit the result).
+build:
+	$(PY) -m fmcls_lib build
+
+bench:
+	$(PY) benchmarks/bench_world.py
+	$(PY) benchmarks/bench_feature_cache.py

@@ -1,0 +1,106 @@
+"""One visual style for every figure: seaborn theme, one colour per method across lessons."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .results import FIGURES
+
+sns.set_theme(style="whitegrid", context="notebook")
+_palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "tip_adapter_f", "cafo", "lc_ft",
+           "e2e_ft", "uniform_soup", "greedy_soup", "learned_soup", "ensemble", "greedy_ensemble",
+           "best_individual", "ema", "swa")
+METHOD_COLORS = dict(zip(METHODS, _palette))
+LABELS = {m: m.replace("_", " ").replace("ft", "FT") for m in METHODS}
+LABELS.update(zero_shot="zero-shot", linear_probe="linear probe", tip_adapter_f="Tip-Adapter-F",
+              tip_adapter="Tip-Adapter", clip_adapter="CLIP-Adapter", cafo="CaFo")
+DOMAIN_COLORS = dict(zip(("photo", "sketch", "painting", "pixel", "ood"), sns.color_palette("Set2", 5)))
+
+
+def color(method: str):
+    return METHOD_COLORS.get(method, "0.4")
+
+
+def save(fig, name: str, out_dir=None, svg: bool = False) -> Path:
+    """Save ``fig`` as ``<figures>/<name>.png`` (and ``.svg``) under a stable name."""
+    out = Path(out_dir or FIGURES)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+    if svg:
+        fig.savefig(out / f"{name}.svg", bbox_inches="tight")
+    return out / f"{name}.png"
+
+
+def headless() -> bool:
+    return matplotlib.get_backend().lower() in ("agg", "pdf", "svg")
+
+
+def image_grid(images, titles=None, ncols=8, scale=1.1):
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    return fig
+
+
+def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance: float | None = None):
+    """``table``: row (e.g. prompt set) -> column (e.g. domain) -> value; one bar group per column."""
+    rows = list(table)
+    cols = list(dict.fromkeys(c for r in rows for c in table[r]))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols) * max(1, len(rows) / 3), 3.4))
+    width = 0.8 / len(rows)
+    pal = sns.color_palette("viridis", len(rows))
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j, c in enumerate(cols) if c in table[r]]
+        ax.bar(xs, [table[r][c] for c in cols if c in table[r]], width, label=r, color=pal[i])
+    if chance is not None:
+        ax.axhline(chance, color="0.5", ls=":", lw=1, label="chance")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set(ylabel=ylabel, title=title, ylim=(0, 1))
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    return fig
+
+
+def shots_curve(curves: dict, hlines: dict | None = None, title: str = "", domain: str = "photo"):
+    """``curves``: method -> {k: [accuracy per seed]}; mean ± std over seeds, log-2 shot axis."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for method, curve in curves.items():
+        ks = sorted(curve)
+        m = [float(np.mean(curve[k])) for k in ks]
+        s = [float(np.std(curve[k])) for k in ks]
+        ax.errorbar(ks, m, yerr=s, marker="o", capsize=3, color=color(method), label=LABELS.get(method, method))
+    for method, v in (hlines or {}).items():
+        ax.axhline(v, ls="--", color=color(method), label=LABELS.get(method, method))
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="shots per class", ylabel=f"{domain} test accuracy", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def robustness_scatter(points: dict, title: str = "", trend=None):
+    """``points``: label -> (ID accuracy, OOD accuracy); y = x and an optional fitted ``trend``."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    lo = min(min(p) for p in points.values()) - 0.05
+    ax.plot([lo, 1], [lo, 1], color="0.6", ls=":", lw=1, label="y = x (no drop)")
+    if trend is not None:
+        xs = np.linspace(lo, 1, 20)
+        ax.plot(xs, trend[0] * xs + trend[1], color="0.3", lw=1, label="trend of probes")
+    for label, (x, y) in points.items():
+        method = label.split(" ")[0]
+        ax.scatter(x, y, s=40, color=color(method), edgecolor="k", zorder=3)
+        ax.annotate(label.replace("_", " "), (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    ax.set(xlabel="ID (photo) accuracy", ylabel="OOD accuracy (mean over shifts)", title=title,
+           xlim=(lo, 1), ylim=(lo, 1))
+    ax.legend(fontsize=7, loc="upper left")
+    return fig

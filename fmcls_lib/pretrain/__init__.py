@@ -1,0 +1,1 @@
+"""Building the embedded models (tiny CLIPs, and later the generator and the SSL encoder)."""

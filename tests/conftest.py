@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach for the network
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_dirs(tmp_path_factory):
+    """A fresh cache and figures folder per test session: never the user's, never the committed ones."""
+    cache = os.environ.get("FMCLS_TEST_CACHE") or str(tmp_path_factory.mktemp("fmcls_cache"))
+    figs = str(tmp_path_factory.mktemp("figures"))
+    os.environ["FMCLS_CACHE"] = cache
+    os.environ["FMCLS_FIGURES"] = figs
+    import fmcls_lib.results as results
+    old = results.FIGURES
+    results.FIGURES = __import__("pathlib").Path(figs)
+    yield {"cache": cache, "figures": figs}
+    results.FIGURES = old
+
+
+@pytest.fixture(scope="session")
+def micro():
+    from fmcls_lib import backbones
+    return backbones.load_clip("micro", progress=False)
+
+
+@pytest.fixture(scope="session")
+def micro_splits(micro):
+    from fmcls_lib import features, world
+    return features.load_splits(micro, "world/shapes", world.DOMAINS, progress=False)
