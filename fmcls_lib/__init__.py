@@ -9,7 +9,7 @@ from .errors import (CorruptFileError, FmclsError, IncompatibleWeightsError, Off
 
 __version__ = "0.1.0"
 
-_LAZY = ("world", "data", "cache", "backbones", "features", "prompts", "heads", "plots", "results",
+_LAZY = ("world", "data", "cache", "backbones", "features", "prompts", "heads", "tip_adapter", "plots", "results",
          "widgets", "pretrain", "course")
 
 

@@ -127,14 +127,16 @@ def write_summary(figures=None) -> Path:
     for rec_path in sorted(figures.glob("[0-9][0-9]_*.json")):
         rec = json.loads(rec_path.read_text())
         lines += [f"## {rec['lesson']}", "", f"params: `{json.dumps(rec['params'])}`", ""]
-        domains = sorted({d for m in rec["metrics"].values() if isinstance(m, dict) for d in m},
-                         key=lambda d: (str(d).isdigit(), str(d)))
-        lines += ["| method | " + " | ".join(map(str, domains)) + " |",
-                  "|---" * (len(domains) + 1) + "|"]
-        for m, row in rec["metrics"].items():
-            if isinstance(row, dict):
-                lines.append(f"| {m} | " + " | ".join(
-                    f"{row[d]:.3f}" if isinstance(row.get(d), (int, float)) else "" for d in domains) + " |")
+        rows = {m: r for m, r in rec["metrics"].items() if isinstance(r, dict)}
+        for kind in (False, True):  # a table by domain, then one by shots
+            part = {m: r for m, r in rows.items() if all(str(k).isdigit() for k in r) == kind}
+            cols = sorted({str(c) for r in part.values() for c in r}, key=lambda c: (len(c), c) if kind else c)
+            if not part:
+                continue
+            lines += ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            lines += [f"| {m} | " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else ""
+                                              for c in cols) + " |" for m, r in part.items()]
+            lines.append("")
         lines += [""] + [f"- **{k}**: {'holds' if c['holds'] else 'does NOT hold'} — {c['evidence']}"
                          for k, c in rec["claims"].items()]
         lines += [""] + [f"![{p.stem}]({p.name})" for p in sorted(figures.glob(f"{rec['lesson']}*.png"))]

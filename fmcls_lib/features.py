@@ -38,3 +38,41 @@ def load_splits(backbone, task: str, domains, splits=("train", "val", "test"), p
             ds = data.load(task, split=s, domain=d)
             out[s, d] = (image_features(backbone, ds, progress=progress), torch.as_tensor(ds.labels))
     return out
+
+
+AUGMENT = "random-resized-crop(0.5,1)+hflip"  # the official Tip-Adapter / CLIP-Adapter train transform
+
+
+def augment(images, size: int, generator: torch.Generator):
+    """One random view per image: random resized crop (scale 0.5-1) to ``size`` + horizontal flip."""
+    from torchvision.transforms import v2
+
+    t = v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+                    v2.RandomHorizontalFlip()])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        if isinstance(images, list):  # PIL images (real datasets)
+            return [t(im) for im in images]
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)
+        return torch.stack([t(im) for im in x]).permute(0, 2, 3, 1).numpy()
+
+
+def augmented_features(backbone, dataset, epochs: int = 10, seed: int = 0, batch_size: int = 512,
+                       progress: bool = True) -> torch.Tensor:
+    """``[epochs, N, D]`` normalised features of ``epochs`` augmented passes over ``dataset`` (cached).
+
+    Tip-Adapter's cache keys average these passes; Tip-Adapter-F and CLIP-Adapter train on one
+    pass per epoch, as the official code does with its augmenting train loader.
+    """
+    key = {**feature_key(backbone, dataset), "augment": AUGMENT, "epochs": epochs, "seed": seed}
+
+    def compute():
+        g = torch.Generator().manual_seed(seed)
+        imgs, out = dataset.images, []
+        size = imgs.shape[1] if not isinstance(imgs, list) else backbone.image_size
+        for _ in tqdm(range(epochs), disable=not progress, desc=f"augmented passes {dataset.name}"):
+            out.append(torch.cat([backbone.encode_images(augment(imgs[i:i + batch_size], size, g))
+                                  for i in range(0, len(dataset), batch_size)]))
+        return torch.stack(out)
+
+    return cache.get_or_compute("augmented_features", key, compute)

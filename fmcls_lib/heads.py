@@ -5,16 +5,19 @@ Names follow the lecture: ``f`` image features (L2-normalised, ``[N, D]``), ``W`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.exceptions import ConvergenceWarning
 import warnings
 
-LOGIT_SCALE = 100.0  # CLIP's learned temperature saturates at 100; the papers use it as a constant
+LOGIT_SCALE = 100.0  # OpenAI CLIP's learned logit scale (saturated at its cap); the slides' "100"
 PROBE_C_GRID = tuple(np.logspace(-2, 3, 11))
 
 
@@ -40,8 +43,14 @@ def ensemble(heads: torch.Tensor, subset) -> torch.Tensor:
     return torch.nn.functional.normalize(heads[list(subset)].sum(0), dim=-1)
 
 
-def logits(f: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    return LOGIT_SCALE * f @ W.T
+def logit_scale(backbone) -> float:
+    """The backbone's learned logit scale: 100 for OpenAI's CLIPs, what pre-training reached for ours."""
+    return float(backbone.model.logit_scale.exp())
+
+
+def logits(f: torch.Tensor, W: torch.Tensor, scale: float = LOGIT_SCALE) -> torch.Tensor:
+    """Zero-shot logits ``scale * f @ W.T`` (CLIP: ``100 * image_features @ text_features.T``)."""
+    return scale * f @ W.T
 
 
 def accuracy(logits_or_pred: torch.Tensor, labels) -> float:
@@ -127,3 +136,72 @@ def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "p
             runs.append(accuracy_by_domain(linear_probe(f_tr[idx], y_tr[idx], f_va, y_va).logits, S, domains))
         out[k] = {d: [r[d] for r in runs] for d in runs[0]}
     return out
+
+
+@dataclass
+class Fit:
+    """What a training run selected on validation, and what it cost."""
+    best_epoch: int
+    val_accuracy: float
+    history: list  # validation accuracy after each epoch
+    seconds: float
+    epochs: int
+    extra: dict = field(default_factory=dict)
+
+
+def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: float,
+                   weight_decay: float = 0.01, batch_size: int = 256, seed: int = 0) -> Fit:
+    """AdamW + cosine schedule, one augmented view per epoch; keeps the epoch best on validation.
+
+    ``params`` is an ``nn.Module`` whose parameters are trained and whose best state is restored.
+    """
+    torch.manual_seed(seed)
+    y = torch.as_tensor(y)
+    n = views.shape[1]
+    steps = epochs * -(-n // batch_size)
+    opt = torch.optim.AdamW(params.parameters(), lr=lr, eps=1e-4, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    best_acc, best_state, best_epoch, history = -1.0, None, -1, []
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        v = views[epoch % len(views)]
+        params.train()
+        for idx in torch.randperm(n).split(batch_size):
+            loss = F.cross_entropy(logits_fn(v[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        params.eval()
+        with torch.no_grad():
+            acc = accuracy(logits_fn(f_val), y_val)
+        history.append(acc)
+        if acc > best_acc:
+            best_acc, best_state, best_epoch = acc, copy.deepcopy(params.state_dict()), epoch
+    params.load_state_dict(best_state)
+    return Fit(best_epoch, best_acc, history, time.perf_counter() - t0, epochs)
+
+
+class ClipAdapter(torch.nn.Module):
+    """CLIP-Adapter (Gao et al. 2021) on image features: a residual bottleneck MLP,
+    ``f' = ratio * MLP(f) + (1 - ratio) * f``, then the zero-shot classifier ``100 * norm(f') W^T``."""
+
+    def __init__(self, dim: int, W: torch.Tensor, ratio: float = 0.2, reduction: int = 4,
+                 scale: float = LOGIT_SCALE):
+        super().__init__()
+        self.ratio, self.scale = ratio, scale
+        self.register_buffer("W", W)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim // reduction, bias=False), torch.nn.ReLU(),
+                                       torch.nn.Linear(dim // reduction, dim, bias=False), torch.nn.ReLU())
+
+    def forward(self, f):
+        x = self.ratio * self.mlp(f) + (1 - self.ratio) * f
+        return self.scale * F.normalize(x, dim=-1) @ self.W.T
+
+
+def clip_adapter(views, y_train, W, f_val, y_val, ratio: float = 0.2, epochs: int = 200, lr: float = 1e-3,
+                 scale: float = LOGIT_SCALE, seed: int = 0) -> tuple[ClipAdapter, Fit]:
+    """Train a CLIP-Adapter on augmented views ``[E, N, D]``; the epoch is chosen on validation."""
+    torch.manual_seed(seed)
+    model = ClipAdapter(views.shape[-1], W, ratio, scale=scale)
+    return model, train_on_views(model, model, views, y_train, f_val, y_val, epochs=epochs, lr=lr, seed=seed)

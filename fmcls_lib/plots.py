@@ -60,10 +60,11 @@ def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance:
     cols = list(dict.fromkeys(c for r in rows for c in table[r]))
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols) * max(1, len(rows) / 3), 3.4))
     width = 0.8 / len(rows)
-    pal = sns.color_palette("viridis", len(rows))
+    pal = ([color(r) for r in rows] if all(r in METHOD_COLORS for r in rows)
+           else sns.color_palette("viridis", len(rows)))
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j, c in enumerate(cols) if c in table[r]]
-        ax.bar(xs, [table[r][c] for c in cols if c in table[r]], width, label=r, color=pal[i])
+        ax.bar(xs, [table[r][c] for c in cols if c in table[r]], width, label=LABELS.get(r, r), color=pal[i])
     if chance is not None:
         ax.axhline(chance, color="0.5", ls=":", lw=1, label="chance")
     ax.set_xticks(range(len(cols)), cols)
@@ -104,3 +105,16 @@ def robustness_scatter(points: dict, title: str = "", trend=None):
            xlim=(lo, 1), ylim=(lo, 1))
     ax.legend(fontsize=7, loc="upper left")
     return fig
+
+
+def heatmap(grid, ys, xs, point=None, xlabel="alpha", ylabel="beta", title="", ax=None):
+    """``grid[i, j]`` at (``xs[j]``, ``ys[i]``); ``point`` = (x, y) marked with a star."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    im = ax.imshow(np.asarray(grid), origin="lower", aspect="auto", cmap="viridis",
+                   extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])))
+    ax.figure.colorbar(im, ax=ax, label="accuracy")
+    if point is not None:
+        ax.plot(*point, marker="*", ms=14, color="red", mec="white")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return ax.figure

@@ -1,0 +1,150 @@
+"""Fine-tuning CLIP's image encoder as a classifier, as WiSE-FT does (Wortsman et al., CVPR 2022).
+
+The classifier is the CLIP image encoder followed by a linear head on *normalised* features, initialised
+from the zero-shot text classifier (``logit_scale * W``).  Two modes: ``"lc"`` trains the head only (the
+encoder, BatchNorm statistics included, stays frozen); ``"e2e"`` trains everything.  Training uses the
+photo train split; the epoch is chosen on photo validation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .heads import logit_scale
+
+MODES = ("lc", "e2e")
+
+
+class ImageClassifier(torch.nn.Module):
+    def __init__(self, image_encoder: torch.nn.Module, head_weight: torch.Tensor):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.head = torch.nn.Linear(head_weight.shape[1], head_weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(head_weight)
+            self.head.bias.zero_()
+
+    def features(self, x):
+        return F.normalize(self.image_encoder(x), dim=-1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def from_zero_shot(backbone, W: torch.Tensor) -> ImageClassifier:
+    """``theta_0``: a copy of the backbone's image encoder + head ``logit_scale * W`` (zero-shot)."""
+    enc = copy.deepcopy(backbone.model.visual).float().cpu()
+    return ImageClassifier(enc, logit_scale(backbone) * W.float())
+
+
+@dataclass
+class Recipe:
+    mode: str = "e2e"
+    epochs: int = 10
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    batch_size: int = 64
+    warmup_steps: int = 20
+    clip_grad: float = 1.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
+    augment: float = 0.0  # strength of random-resized-crop + flip (0 = off)
+    l2_to_init: float = 0.0  # lambda of the "regularise towards zero-shot" baseline
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"fine-tuning mode {self.mode!r}; accepted: {', '.join(MODES)}")
+
+
+@dataclass
+class Result:
+    state_dict: dict
+    best_epoch: int
+    val_accuracy: float
+    history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "val"}
+    seconds: float = 0.0
+    recipe: dict = field(default_factory=dict)
+
+
+def _trainable(model: ImageClassifier, mode: str):
+    for p in model.image_encoder.parameters():
+        p.requires_grad_(mode == "e2e")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    if strength <= 0:
+        return x
+    from torchvision.transforms import v2
+    t = v2.Compose([v2.RandomResizedCrop(x.shape[-1], scale=(1 - 0.5 * strength, 1.0), antialias=True),
+                    v2.RandomHorizontalFlip()])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        return torch.stack([t(im) for im in x])
+
+
+def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_val,
+             progress: bool = True) -> Result:
+    """Fine-tune ``model`` in place (AdamW, linear warm-up then cosine, gradient clipping).
+
+    ``x_*`` are model-ready image tensors.  After each epoch the model is scored on the validation split;
+    the best epoch's weights are loaded back and returned as ``Result.state_dict``.
+    """
+    torch.manual_seed(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    y_train, y_val = torch.as_tensor(y_train), torch.as_tensor(y_val)
+    params = _trainable(model, recipe.mode)
+    theta_0 = [p.detach().clone() for p in params] if recipe.l2_to_init else None
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps))
+                                              * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    best = (-1.0, None, -1)
+    history, t0 = [], time.perf_counter()
+    bar = tqdm(range(recipe.epochs), disable=not progress, desc=f"fine-tuning ({recipe.mode})", leave=False)
+    for epoch in bar:
+        model.train()
+        if recipe.mode == "lc":
+            model.image_encoder.eval()  # frozen encoder: BatchNorm statistics stay the zero-shot ones
+        losses = []
+        for idx in torch.randperm(len(x_train), generator=gen).split(recipe.batch_size):
+            x, y = _augment(x_train[idx], recipe.augment, gen), y_train[idx]
+            target = F.one_hot(y, model.head.out_features).float()
+            if recipe.mixup > 0:
+                lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(
+                    recipe.mixup, recipe.mixup))
+                perm = torch.randperm(len(x), generator=gen)
+                x, target = lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]
+            loss = F.cross_entropy(model(x), target, label_smoothing=recipe.label_smoothing)
+            if theta_0 is not None:
+                loss = loss + recipe.l2_to_init * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta_0))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        val = float((predict(model, x_val).argmax(1) == y_val).float().mean())
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": val})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
+        if val > best[0]:
+            best = (val, copy.deepcopy(model.state_dict()), epoch)
+    model.load_state_dict(best[1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return Result(best[1], best[2], best[0], history, time.perf_counter() - t0, asdict(recipe))

@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+import fmcls_lib as fm
+from fmcls_lib import finetune as ft, weights
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.LazyLinear(2))
+    net(torch.randn(5, 3, 6, 6))  # materialise, and move the BN statistics
+    return net
+
+
+def test_endpoints_are_reproduced_exactly():
+    a, b = _net(0).state_dict(), _net(1).state_dict()
+    for coeffs, ref in (([1, 0], a), ([0, 1], b)):
+        out = weights.combine([a, b], coeffs)
+        assert all(torch.equal(out[k], ref[k]) for k in ref)
+    assert all(torch.equal(weights.wise(a, b, 0.0)[k], a[k]) for k in a)
+    assert all(torch.equal(weights.wise(a, b, 1.0)[k], b[k]) for k in a)
+
+
+def test_uniform_combination_is_the_mean_including_bn_buffers():
+    sds = [_net(s).state_dict() for s in range(3)]
+    out = weights.combine(sds, [1 / 3] * 3)
+    for k, v in out.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, torch.stack([sd[k] for sd in sds]).mean(0))
+    assert "1.running_mean" in out and out["1.num_batches_tracked"].dtype == torch.long
+
+
+def test_integer_buffers_come_from_the_largest_coefficient():
+    a, b = _net(0).state_dict(), _net(1).state_dict()
+    b["1.num_batches_tracked"] = torch.tensor(7)
+    assert int(weights.combine([a, b], [0.3, 0.7])["1.num_batches_tracked"]) == 7
+    assert int(weights.combine([a, b], [0.7, 0.3])["1.num_batches_tracked"]) == int(a["1.num_batches_tracked"])
+
+
+def test_mismatches_name_the_first_offending_key():
+    a = _net(0).state_dict()
+    b = dict(a)
+    del b["1.running_var"]
+    with pytest.raises(fm.IncompatibleWeightsError, match="'1.running_var' is missing from state dict 1"):
+        weights.combine([a, b], [0.5, 0.5])
+    c = dict(a, **{"0.weight": torch.zeros(5, 3, 3, 3)})
+    with pytest.raises(fm.IncompatibleWeightsError, match=r"'0.weight' is \(4, 3, 3, 3\).*\(5, 3, 3, 3\)"):
+        weights.combine([a, c], [0.5, 0.5])
+    d = dict(a, extra=torch.zeros(1))
+    with pytest.raises(fm.IncompatibleWeightsError, match="extra key 'extra'"):
+        weights.combine([a, d], [0.5, 0.5])
+    with pytest.raises(ValueError, match="one coefficient per state dict"):
+        weights.combine([a, a], [1.0])
+
+
+def test_wise_outside_unit_interval_is_rejected_unless_extrapolating():
+    a, b = _net(0).state_dict(), _net(1).state_dict()
+    with pytest.raises(ValueError, match="extrapolate=True"):
+        weights.wise(a, b, 1.5)
+    with pytest.raises(ValueError, match="outside"):
+        weights.wise(a, b, -0.1)
+    out = weights.wise(a, b, 1.5, extrapolate=True)
+    torch.testing.assert_close(out["0.weight"], a["0.weight"] + 1.5 * (b["0.weight"] - a["0.weight"]))
+
+
+def _classifier(micro):
+    W = torch.nn.functional.normalize(torch.randn(5, 32), dim=-1)
+    return ft.from_zero_shot(micro, W)
+
+
+def test_lc_wise_equals_the_output_space_ensemble(micro):
+    m0 = _classifier(micro)
+    theta_0 = {k: v.clone() for k, v in m0.state_dict().items()}
+    m1 = _classifier(micro)
+    m1.load_state_dict(theta_0)
+    with torch.no_grad():
+        m1.head.weight.add_(torch.randn_like(m1.head.weight))
+        m1.head.bias.add_(1.0)
+    x = torch.randn(6, 3, 32, 32)
+    out0, out1 = ft.predict(m0, x), ft.predict(m1, x)
+    for alpha in (0.0, 0.3, 1.0):
+        m = _classifier(micro)
+        m.load_state_dict(weights.wise(theta_0, m1.state_dict(), alpha))
+        torch.testing.assert_close(ft.predict(m, x), (1 - alpha) * out0 + alpha * out1, atol=1e-4, rtol=1e-4)
+
+
+def _data(n=48):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.mark.parametrize("mode", ["lc", "e2e"])
+def test_finetuning_changes_only_what_its_mode_allows(micro, mode):
+    m = _classifier(micro)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x, y = _data()
+    res = ft.finetune(m, ft.Recipe(mode=mode, epochs=2, lr=1e-2, batch_size=16), x, y, x[:16], y[:16], progress=False)
+    after = res.state_dict
+    enc_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("image_encoder."))
+    head_changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+    assert head_changed
+    assert enc_changed == (mode == "e2e")
+    assert res.best_epoch == max(range(2), key=lambda e: (res.history[e]["val"], -e))
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="accepted: lc, e2e"):
+        ft.Recipe(mode="full")
+
+
+def test_regularising_towards_zero_shot_keeps_weights_closer(micro):
+    x, y = _data()
+    dist = []
+    for lam in (0.0, 10.0):
+        m = _classifier(micro)
+        theta_0 = {k: v.clone() for k, v in m.state_dict().items()}
+        ft.finetune(m, ft.Recipe(epochs=2, lr=1e-2, batch_size=16, l2_to_init=lam), x, y, x, y, progress=False)
+        dist.append(sum(((m.state_dict()[k] - theta_0[k]).float() ** 2).sum() for k in theta_0 if "weight" in k))
+    assert dist[1] < dist[0]
