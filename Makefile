@@ -24,5 +24,4 @@ build:
 	$(PY) -m fmcls_lib build
 
 bench:
-	$(PY) benchmarks/bench_world.py
-	$(PY) benchmarks/bench_feature_cache.py
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -148,3 +148,37 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     for p in model.parameters():
         p.requires_grad_(True)
     return Result(best[1], best[2], best[0], history, time.perf_counter() - t0, asdict(recipe))
+
+
+def load_images(backbone, task: str, domains, splits=("train", "val", "test")) -> dict:
+    """``{(split, domain): (model-ready images, labels)}`` (train/val on photo only, as fine-tuning uses)."""
+    from . import data
+
+    out = {}
+    for s in splits:
+        for d in (domains if s == "test" else ("photo",)):
+            ds = data.load(task, s, d)
+            out[s, d] = (backbone.prepare(ds.images), torch.as_tensor(ds.labels))
+    return out
+
+
+def accuracies(logits: dict, labels: dict) -> dict:
+    """``{domain: accuracy}`` + ``ood`` (mean over the shifted domains) from per-domain logits."""
+    acc = {d: float((lg.argmax(1) == labels[d]).float().mean()) for d, lg in logits.items()}
+    shifts = [d for d in acc if d != "photo"]
+    if shifts:
+        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
+    return acc
+
+
+def wise_curve(model: ImageClassifier, theta_0: dict, theta_1: dict, alphas, X: dict,
+               progress: bool = True) -> dict:
+    """``{alpha: {domain: logits}}`` of the weight-space ensembles on ``X[domain]`` (evaluated once, so
+    sliders and plots index it).  ``model`` is only used as the architecture to load weights into."""
+    from .weights import wise
+
+    out = {}
+    for a in tqdm(list(alphas), disable=not progress, desc="WiSE-FT alphas", leave=False):
+        model.load_state_dict(wise(theta_0, theta_1, float(a)))
+        out[round(float(a), 4)] = {d: predict(model, x) for d, x in X.items()}
+    return out

@@ -45,7 +45,7 @@ def ensemble(heads: torch.Tensor, subset) -> torch.Tensor:
 
 def logit_scale(backbone) -> float:
     """The backbone's learned logit scale: 100 for OpenAI's CLIPs, what pre-training reached for ours."""
-    return float(backbone.model.logit_scale.exp())
+    return float(backbone.model.logit_scale.detach().exp())
 
 
 def logits(f: torch.Tensor, W: torch.Tensor, scale: float = LOGIT_SCALE) -> torch.Tensor:

@@ -118,3 +118,45 @@ def heatmap(grid, ys, xs, point=None, xlabel="alpha", ylabel="beta", title="", a
         ax.plot(*point, marker="*", ms=14, color="red", mec="white")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return ax.figure
+
+
+def wise_plane(curves: dict, marker_alpha=None, ax=None, title="", xlabel="ID (photo) accuracy",
+               ylabel="OOD accuracy (mean over shifts)"):
+    """WiSE-FT's Figure 1: ``curves``: label -> {alpha: (ID, OOD)}; zero-shot (alpha 0) as a star,
+    fine-tuned (alpha 1) as a square, ``marker_alpha`` circled on every curve."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.2))
+    used = set()
+    for i, (label, pts) in enumerate(curves.items()):
+        a = sorted(pts)
+        xs, ys = [pts[k][0] for k in a], [pts[k][1] for k in a]
+        method = label.split(" ")[0]
+        c = color(method) if method in METHOD_COLORS and method not in used else sns.color_palette("Dark2", 8)[i % 8]
+        used.add(method)
+        ax.plot(xs, ys, "-", color=c, lw=1.6, label=f"WiSE-FT {label}")
+        ax.scatter(xs, ys, s=10, color=c)
+        ax.scatter(*pts[a[-1]], marker="s", s=60, color=c, edgecolor="k", zorder=3)
+        if marker_alpha is not None:
+            near = min(a, key=lambda k: abs(k - marker_alpha))
+            ax.scatter(*pts[near], s=150, facecolor="none", edgecolor="red", lw=2, zorder=4)
+    first = next(iter(curves.values()))
+    ax.scatter(*first[min(first)], marker="*", s=220, color=color("zero_shot"), edgecolor="k", zorder=5,
+               label="zero-shot (alpha = 0)")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return ax.figure
+
+
+def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None):
+    """Accuracy against alpha: ``accs``: alpha -> {domain: accuracy}."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 3.6))
+    a = sorted(accs)
+    for d in domains:
+        ax.plot(a, [accs[k][d] for k in a], marker=".", color=DOMAIN_COLORS.get(d), label=d,
+                lw=2.5 if d in ("photo", "ood") else 1.2)
+    if marker_alpha is not None:
+        ax.axvline(marker_alpha, color="red", lw=1, ls="--")
+    ax.set(xlabel="alpha (0 = zero-shot, 1 = fine-tuned)", ylabel="test accuracy", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    return ax.figure

@@ -35,3 +35,36 @@ def test_lesson_01_with_other_task_shots_and_seeds(tmp_path):
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert (Path(results.FIGURES) / "01_clip_zero_shot_prompts.png").exists()
+
+
+def test_lesson_02_with_other_shots(tmp_path):
+    params = {"shots": [2, 4], "seeds": 1, "clip_adapter_epochs": 20, "tip_f_epochs": 5, "interactive": False}
+    course.run_lesson("02_tip_adapter", course.resolve_params("02_tip_adapter", None, params), tmp_path,
+                      progress=False)
+    rec = results.read("02_tip_adapter")
+    m, c = rec["metrics"], rec["claims"]
+    assert rec["params"]["shots"] == [2, 4]
+    for method in ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "tip_adapter_f"):
+        assert set(m[f"{method}_shots"]) == {"2", "4"}
+        assert m[method]["photo"] == pytest.approx(m[f"{method}_shots"]["4"], abs=1e-3)
+        assert set(m[method]) == {"photo", "sketch", "painting", "pixel", "ood"}
+    assert c["tip_adapter_beats_zero_shot"]["holds"] == (m["tip_adapter"]["photo"] > m["zero_shot"]["photo"])
+    assert c["tip_adapter_beats_linear_probe_at_fewest_shots"]["holds"] == (
+        m["tip_adapter_shots"]["2"] > m["linear_probe_shots"]["2"])
+    assert set(rec["test_selection_inflation"]) == {"tip_adapter", "tip_adapter_f"}
+
+
+def test_lesson_05_with_other_alpha_step_and_task(tmp_path):
+    params = {"task": "world/colors", "alpha_step": 0.25, "epochs": 3, "sweep_lrs": [1e-3], "sweep_epochs": [2],
+              "interactive": False}
+    course.run_lesson("05_wise_ft", course.resolve_params("05_wise_ft", None, params), tmp_path, progress=False)
+    rec = results.read("05_wise_ft")
+    m, c = rec["metrics"], rec["claims"]
+    assert rec["params"]["task"] == "world/colors" and rec["params"]["alpha_step"] == 0.25
+    assert {f"wise_e2e_{a:g}" for a in (0, 0.25, 0.5, 0.75, 1)} <= set(m)
+    # the endpoints of the WiSE curve are the zero-shot and fine-tuned models themselves
+    assert m["wise_e2e_0"] == m["zero_shot"] and m["wise_e2e_1"] == m["e2e_ft"] and m["wise_lc_1"] == m["lc_ft"]
+    assert c["e2e_fine_tuning_erodes_robustness"]["holds"] == (m["e2e_ft"]["ood"] < m["zero_shot"]["ood"])
+    best = max((m[f"wise_e2e_{a:g}"]["photo"], a) for a in (0, 0.25, 0.5, 0.75, 1))[0]
+    beats = best > max(m["zero_shot"]["photo"], m["e2e_ft"]["photo"])
+    assert (not beats) or c["wise_some_alpha_beats_both_endpoints"]["holds"]
