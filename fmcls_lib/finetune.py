@@ -98,11 +98,12 @@ def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 
 
 def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_val,
-             progress: bool = True) -> Result:
+             progress: bool = True, on_step=None) -> Result:
     """Fine-tune ``model`` in place (AdamW, linear warm-up then cosine, gradient clipping).
 
     ``x_*`` are model-ready image tensors.  After each epoch the model is scored on the validation split;
     the best epoch's weights are loaded back and returned as ``Result.state_dict``.
+    ``on_step(model)`` is called after every optimiser step (EMA / SWA averaging hooks in here).
     """
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -139,6 +140,8 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
             opt.step()
             sched.step()
             losses.append(loss.item())
+            if on_step is not None:
+                on_step(model)
         val = float((predict(model, x_val).argmax(1) == y_val).float().mean())
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": val})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
@@ -181,4 +184,35 @@ def wise_curve(model: ImageClassifier, theta_0: dict, theta_1: dict, alphas, X: 
     for a in tqdm(list(alphas), disable=not progress, desc="WiSE-FT alphas", leave=False):
         model.load_state_dict(wise(theta_0, theta_1, float(a)))
         out[round(float(a), 4)] = {d: predict(model, x) for d, x in X.items()}
+    return out
+
+
+def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> list[Recipe]:
+    """A random hyper-parameter sweep for soup ingredients (model soups' "random" grid): learning rate
+    (log-uniform in ``lr``), weight decay, epochs, label smoothing, augmentation, mixup and seed."""
+    rng = np.random.default_rng(seed)
+    return [Recipe(mode="e2e", lr=float(np.exp(rng.uniform(np.log(lr[0]), np.log(lr[1])))),
+                   weight_decay=float(rng.choice([0.0, 0.01, 0.1])), epochs=int(rng.integers(epochs[0], epochs[1] + 1)),
+                   label_smoothing=float(rng.choice([0.0, 0.1])), augment=float(rng.choice([0.0, 0.5])),
+                   mixup=float(rng.choice([0.0, 0.0, 0.2])), seed=int(rng.integers(1000)))
+            for _ in range(n)]
+
+
+def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True) -> list[Result]:
+    """Fine-tune one ingredient per recipe from the same zero-shot initialisation (cached on disk, so a
+    re-run costs file reads).  ``X`` as from :func:`load_images`."""
+    from . import cache
+
+    out = []
+    for r in tqdm(recipes, disable=not progress, desc="soup ingredients"):
+        key = {"backbone": backbone.id, "task": task, "W": cache.key_digest({"W": W.tolist()}),
+               "recipe": asdict(r), "train": int(len(X["train", "photo"][1]))}
+
+        def run(r=r):
+            res = finetune(from_zero_shot(backbone, W), r, *X["train", "photo"], *X["val", "photo"], progress=False)
+            return {"state_dict": res.state_dict, "best_epoch": res.best_epoch, "val": res.val_accuracy,
+                    "seconds": res.seconds}
+
+        d = cache.get_or_compute("ingredients", key, run)
+        out.append(Result(d["state_dict"], d["best_epoch"], d["val"], seconds=d["seconds"], recipe=asdict(r)))
     return out

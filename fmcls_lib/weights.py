@@ -64,3 +64,95 @@ def wise(theta_0: dict, theta_1: dict, alpha: float, extrapolate: bool = False) 
         raise ValueError(f"WiSE-FT mixing coefficient alpha={alpha} is outside [0, 1]; "
                          "pass extrapolate=True to move beyond the endpoints on purpose")
     return combine([theta_0, theta_1], [1.0 - alpha, alpha])
+
+
+# --------------------------------------------------------------------------- model soups
+
+def uniform_soup(state_dicts) -> dict:
+    """Uniform soup (Wortsman et al. 2022): the plain average of all ingredients."""
+    return combine(state_dicts, [1.0 / len(state_dicts)] * len(state_dicts))
+
+
+def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None):
+    """Greedy soup (Wortsman et al. 2022, Recipe 1).
+
+    Ingredients are tried in order of decreasing held-out ``scores`` (or in ``order``); one is kept if the
+    held-out accuracy ``evaluate(soup)`` of the soup with it is ``>=`` the soup's so far (the lecture's
+    rule) or ``>`` it (the official code's).  The soup is a running mean of the kept ingredients, so
+    memory does not grow with their number (``state_dicts`` may be a lazy sequence).
+    Returns ``(soup, kept indices, steps)``; each step is a dict ``ingredient, before, after, kept``.
+    """
+    if keep_if not in (">=", ">"):
+        raise ValueError(f"keep_if={keep_if!r}; accepted: '>=' (lecture) or '>' (official code)")
+    order = list(order) if order is not None else sorted(range(len(scores)), key=lambda i: -scores[i])
+    soup, kept, best = state_dicts[order[0]], [order[0]], float(scores[order[0]])
+    steps = [{"ingredient": order[0], "before": None, "after": best, "kept": True}]
+    for i in order[1:]:
+        n = len(kept)
+        candidate = combine([soup, state_dicts[i]], [n / (n + 1), 1 / (n + 1)])
+        acc = float(evaluate(candidate))
+        keep = acc >= best if keep_if == ">=" else acc > best
+        steps.append({"ingredient": i, "before": best, "after": acc, "kept": keep})
+        if keep:
+            soup, best = candidate, acc
+            kept.append(i)
+    return soup, kept, steps
+
+
+def greedy_ensemble(logits: list, labels, scores, keep_if: str = ">="):
+    """Greedy ensemble: the greedy-soup recipe on averaged logits instead of averaged weights."""
+    labels = torch.as_tensor(labels)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    total, kept = logits[order[0]].clone(), [order[0]]
+    best = float((total.argmax(1) == labels).float().mean())
+    for i in order[1:]:
+        cand = total + logits[i]
+        acc = float((cand.argmax(1) == labels).float().mean())
+        if (acc >= best) if keep_if == ">=" else (acc > best):
+            total, best, kept = cand, acc, kept + [i]
+    return kept
+
+
+def angle(theta_0: dict, theta_1: dict, theta_2: dict) -> float:
+    """Angle (degrees) between ``theta_1 - theta_0`` and ``theta_2 - theta_0`` over all float entries."""
+    d1 = torch.cat([(theta_1[k] - theta_0[k]).double().flatten() for k in theta_0 if theta_0[k].is_floating_point()])
+    d2 = torch.cat([(theta_2[k] - theta_0[k]).double().flatten() for k in theta_0 if theta_0[k].is_floating_point()])
+    cos = float(d1 @ d2 / (d1.norm() * d2.norm()))
+    return float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
+
+
+def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int = 30, lr: float = 0.05,
+                 batch_size: int = 256, seed: int = 0):
+    """Learned soup (Wortsman et al. 2022, App. I): mixing weights ``softmax(w)`` (one per model, or per
+    model and layer) and a logit temperature ``beta``, trained by gradient descent on held-out data
+    ``(x, y)`` through ``torch.func.functional_call``.  Returns ``(soup, weights [n] or [n, layers])``.
+    """
+    from torch.func import functional_call
+
+    torch.manual_seed(seed)
+    keys = [k for k in state_dicts[0] if state_dicts[0][k].is_floating_point()]
+    layers = sorted({k.rsplit(".", 1)[0] for k in keys})
+    layer_of = {k: layers.index(k.rsplit(".", 1)[0]) for k in keys}
+    stacked = {k: torch.stack([sd[k].float() for sd in state_dicts]) for k in keys}
+    w = torch.zeros(len(state_dicts), len(layers) if by_layer else 1, requires_grad=True)
+    log_beta = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, log_beta], lr=lr)
+    y = torch.as_tensor(y)
+
+    def mixed(weights):
+        coeff = torch.softmax(weights, dim=0)  # over models
+        return {k: torch.einsum("n,n...->...", coeff[:, layer_of[k] if by_layer else 0], v)
+                for k, v in stacked.items()}
+
+    model.eval()  # BatchNorm uses the mixed running statistics
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(batch_size):
+            out = functional_call(model, mixed(w), (x[idx],)) * log_beta.exp()
+            loss = torch.nn.functional.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    coeff = torch.softmax(w.detach(), dim=0)
+    soup = {k: v.clone() for k, v in state_dicts[0].items()}
+    soup.update({k: v.detach().to(state_dicts[0][k].dtype) for k, v in mixed(w.detach()).items()})
+    return soup, (coeff[:, 0] if not by_layer else coeff)

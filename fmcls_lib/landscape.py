@@ -1,0 +1,140 @@
+"""Loss-landscape planes through three models (Garipov et al. 2018; model soups' Figure 2).
+
+The plane through ``theta_0`` (the shared initialisation), ``theta_1`` and ``theta_2`` has an orthonormal
+basis ``u`` (along ``theta_1 - theta_0``) and ``v`` (``theta_2 - theta_0`` with its ``u`` part removed); the
+point at coordinates ``(x, y)`` is ``combine([theta_0, u, v], [1, x, y])``.  Only parameters span the
+plane; BatchNorm statistics are recomputed at every point (``torch.optim.swa_utils.update_bn``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .weights import combine
+
+
+@dataclass
+class Plane:
+    theta_0: dict
+    u: dict
+    v: dict
+    keys: list  # parameter entries spanning the plane
+
+    def point(self, x: float, y: float) -> dict:
+        return combine([self.theta_0, self.u, self.v], [1.0, x, y])
+
+    def project(self, theta: dict) -> tuple[float, float]:
+        d = _flat({k: theta[k] - self.theta_0[k] for k in self.keys})
+        return float(d @ _flat(self.u, self.keys)), float(d @ _flat(self.v, self.keys))
+
+
+def _flat(sd, keys=None):
+    return torch.cat([sd[k].double().flatten() for k in (keys or sd)])
+
+
+def plane(theta_0: dict, theta_1: dict, theta_2: dict, param_keys) -> Plane:
+    """Orthonormal basis of the plane through three state dicts (only ``param_keys`` move)."""
+    keys = [k for k in param_keys if theta_0[k].is_floating_point()]
+    d1 = _flat({k: theta_1[k] - theta_0[k] for k in keys})
+    d2 = _flat({k: theta_2[k] - theta_0[k] for k in keys})
+    u = d1 / d1.norm()
+    v = d2 - (d2 @ u) * u
+    v = v / v.norm()
+
+    def unflatten(vec):
+        out, i = {}, 0
+        for k, t in theta_0.items():
+            if k in keys:
+                out[k] = vec[i:i + t.numel()].view_as(t).to(t.dtype)
+                i += t.numel()
+            else:
+                out[k] = torch.zeros_like(t) if t.is_floating_point() else t.clone()
+        return out
+
+    return Plane(theta_0, unflatten(u), unflatten(v), keys)
+
+
+def has_batchnorm(model) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def evaluate(model, state_dict, x, y, x_bn=None) -> tuple[float, float]:
+    """(error, loss) of ``state_dict`` on ``(x, y)``; BatchNorm statistics recomputed on ``x_bn`` first."""
+    from torch.optim.swa_utils import update_bn
+
+    model.load_state_dict(state_dict)
+    if x_bn is not None and has_batchnorm(model):
+        update_bn([x_bn], model)
+    model.eval()
+    out = model(x)
+    return float((out.argmax(1) != y).float().mean()), float(F.cross_entropy(out, y))
+
+
+def grid_loop(model, pl: Plane, xs, ys, x, y, x_bn=None, progress: bool = True):
+    """Error and loss on the grid, one ``load_state_dict`` (+ ``update_bn``) per point: ``[len(ys), len(xs)]``."""
+    err = torch.zeros(len(ys), len(xs))
+    loss = torch.zeros(len(ys), len(xs))
+    for i, yy in enumerate(tqdm(list(ys), disable=not progress, desc="plane (loop)", leave=False)):
+        for j, xx in enumerate(xs):
+            err[i, j], loss[i, j] = evaluate(model, pl.point(float(xx), float(yy)), x, y, x_bn)
+    return err, loss
+
+
+class _SplitBatchNorm(torch.nn.Module):
+    """BatchNorm whose statistics come from the first ``n`` rows of the batch (the BN data), applied to
+    all rows: ``update_bn`` over one batch followed by eval mode, as one pure function (vmap-able)."""
+
+    def __init__(self, bn, n: int):
+        super().__init__()
+        self.weight, self.bias, self.eps, self.n = bn.weight, bn.bias, bn.eps, n
+
+    def forward(self, x):
+        ref = x[: self.n]
+        mean = ref.mean((0, 2, 3), keepdim=True)
+        var = ref.var((0, 2, 3), keepdim=True, unbiased=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def _split_bn_copy(model, n):
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    for name, mod in list(m.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(mod, cname, _SplitBatchNorm(child, n))
+    return m
+
+
+@torch.no_grad()
+def grid_batched(model, pl: Plane, xs, ys, x, y, x_bn=None, chunk: int = 8, progress: bool = True):
+    """The same grid with ``torch.func.vmap`` over ``chunk`` points at a time (weights built inside the
+    vmapped function, BatchNorm statistics from ``x_bn`` as in :func:`grid_loop`)."""
+    from torch.func import functional_call, vmap
+
+    bn = x_bn is not None and has_batchnorm(model)
+    net = _split_bn_copy(model, len(x_bn)) if bn else model.eval()
+    inputs = torch.cat([x_bn, x]) if bn else x
+    n_bn = len(x_bn) if bn else 0
+    names = [k for k, _ in net.named_parameters()]
+    base = {k: pl.theta_0[k].float() for k in names}
+    U = {k: pl.u[k].float() for k in names}
+    V = {k: pl.v[k].float() for k in names}
+    buffers = {k: pl.theta_0[k] for k, _ in net.named_buffers()}
+
+    def at(c):
+        params = {k: base[k] + c[0] * U[k] + c[1] * V[k] for k in names}
+        out = functional_call(net, {**params, **buffers}, (inputs,))[n_bn:]
+        return (out.argmax(1) != y).float().mean(), F.cross_entropy(out, y)
+
+    coords = torch.tensor([[float(xx), float(yy)] for yy in ys for xx in xs])
+    errs, losses = [], []
+    for c in tqdm(coords.split(chunk), disable=not progress, desc="plane (vmap)", leave=False):
+        e, lo = vmap(at)(c)
+        errs.append(e)
+        losses.append(lo)
+    return torch.cat(errs).view(len(ys), len(xs)), torch.cat(losses).view(len(ys), len(xs))
