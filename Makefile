@@ -2,17 +2,23 @@
 PY ?= python3
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install course test check build bench
+.PHONY: install browser course test check build bench
 
 install:
 	$(PY) -m pip install -q -e ".[test]"
+
+# Debian's Chromium for the browser test (Playwright must not download its own browser).
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  echo "note: /usr/bin/chromium missing and not installable here; the browser test will be skipped"
 
 # Build the embedded models if they are not cached, run every lesson headless, refresh figures/.
 course: install
 	$(PY) -m fmcls_lib course --set full
 
 # The whole test suite: unit tests, a papermill run, and every lesson under nbval with smoke settings.
-test: install
+test: install browser
 	rm -rf .smoke && $(PY) -m fmcls_lib prepare --set smoke .smoke
 	$(PY) -m pytest tests .smoke --nbval-lax -p no:cacheprovider
 

@@ -174,17 +174,20 @@ def accuracies(logits: dict, labels: dict) -> dict:
     return acc
 
 
+def logits_of(model: ImageClassifier, state_dict: dict, X: dict) -> dict:
+    """``{domain: logits}`` of ``model`` with ``state_dict`` loaded, on ``X[domain]``."""
+    model.load_state_dict(state_dict)
+    return {d: predict(model, x) for d, x in X.items()}
+
+
 def wise_curve(model: ImageClassifier, theta_0: dict, theta_1: dict, alphas, X: dict,
                progress: bool = True) -> dict:
     """``{alpha: {domain: logits}}`` of the weight-space ensembles on ``X[domain]`` (evaluated once, so
     sliders and plots index it).  ``model`` is only used as the architecture to load weights into."""
     from .weights import wise
 
-    out = {}
-    for a in tqdm(list(alphas), disable=not progress, desc="WiSE-FT alphas", leave=False):
-        model.load_state_dict(wise(theta_0, theta_1, float(a)))
-        out[round(float(a), 4)] = {d: predict(model, x) for d, x in X.items()}
-    return out
+    return {round(float(a), 4): logits_of(model, wise(theta_0, theta_1, float(a)), X)
+            for a in tqdm(list(alphas), disable=not progress, desc="WiSE-FT alphas", leave=False)}
 
 
 def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> list[Recipe]:
@@ -216,3 +219,33 @@ def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True)
         d = cache.get_or_compute("ingredients", key, run)
         out.append(Result(d["state_dict"], d["best_epoch"], d["val"], seconds=d["seconds"], recipe=asdict(r)))
     return out
+
+
+def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_start: float = 0.5,
+                 progress: bool = True) -> dict:
+    """One fine-tuning run with weight averages along its own trajectory (``torch.optim.swa_utils``):
+    EMA of every step (``get_ema_multi_avg_fn``) and SWA, the uniform average of the iterates at the
+    end of each epoch from ``swa_start`` of training on; BatchNorm statistics of both are recomputed
+    with ``update_bn``.  Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+
+    model = from_zero_shot(backbone, W)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    swa = AveragedModel(model)
+    steps_per_epoch = math.ceil(len(X["train", "photo"][0]) / recipe.batch_size)
+    state = {"step": 0, "last": None}
+
+    def on_step(m):
+        state["step"] += 1
+        ema.update_parameters(m)
+        epoch_end = state["step"] % steps_per_epoch == 0
+        if epoch_end and state["step"] >= swa_start * recipe.epochs * steps_per_epoch:
+            swa.update_parameters(m)
+        if state["step"] == recipe.epochs * steps_per_epoch:
+            state["last"] = copy.deepcopy(m.state_dict())
+
+    res = finetune(model, recipe, *X["train", "photo"], *X["val", "photo"], progress=progress, on_step=on_step)
+    x_bn = X["train", "photo"][0]
+    update_bn([x_bn[i:i + 256] for i in range(0, len(x_bn), 256)], swa)
+    return {"last": state["last"], "best_val": res.state_dict, "ema": ema.module.state_dict(),
+            "swa": swa.module.state_dict()}

@@ -160,3 +160,17 @@ def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None):
     ax.set(xlabel="alpha (0 = zero-shot, 1 = fine-tuned)", ylabel="test accuracy", title=title)
     ax.legend(fontsize=7, ncol=2)
     return ax.figure
+
+
+def plane_contours(err, xs, ys, points: dict, title="", ax=None):
+    """Error on a plane of weight space (Garipov et al.): filled contours, models marked and labelled."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.4, 4.4))
+    cs = ax.contourf(np.asarray(xs), np.asarray(ys), np.asarray(err), levels=15, cmap="viridis_r")
+    ax.figure.colorbar(cs, ax=ax, label="error")
+    for i, (label, (x, y)) in enumerate(points.items()):
+        ax.scatter(x, y, s=70, marker="*^os"[i % 4] if i < 4 else "D", color="white", edgecolor="k", zorder=3)
+        ax.annotate(label, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8, color="white",
+                    bbox={"boxstyle": "round", "fc": "0.2", "alpha": 0.6, "lw": 0})
+    ax.set(xlabel="u (along theta_1 - theta_0)", ylabel="v", title=title)
+    return ax.figure

@@ -139,9 +139,12 @@ def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int =
     opt = torch.optim.Adam([w, log_beta], lr=lr)
     y = torch.as_tensor(y)
 
+    params = {k for k, _ in model.named_parameters()}
+
     def mixed(weights):
         coeff = torch.softmax(weights, dim=0)  # over models
-        return {k: torch.einsum("n,n...->...", coeff[:, layer_of[k] if by_layer else 0], v)
+        # buffers (BatchNorm statistics) follow the same weights but carry no gradient
+        return {k: torch.einsum("n,n...->...", (coeff if k in params else coeff.detach())[:, layer_of[k] if by_layer else 0], v)
                 for k, v in stacked.items()}
 
     model.eval()  # BatchNorm uses the mixed running statistics

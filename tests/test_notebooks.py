@@ -68,3 +68,19 @@ def test_lesson_05_with_other_alpha_step_and_task(tmp_path):
     best = max((m[f"wise_e2e_{a:g}"]["photo"], a) for a in (0, 0.25, 0.5, 0.75, 1))[0]
     beats = best > max(m["zero_shot"]["photo"], m["e2e_ft"]["photo"])
     assert (not beats) or c["wise_some_alpha_beats_both_endpoints"]["holds"]
+
+
+def test_lesson_06_with_other_number_of_ingredients(tmp_path):
+    params = {"n_ingredients": 4, "grid_size": 3, "n_large": 2, "interactive": False}
+    course.run_lesson("06_soups_and_landscapes", course.resolve_params("06_soups_and_landscapes", None, params),
+                      tmp_path, progress=False)
+    rec = results.read("06_soups_and_landscapes")
+    m, c = rec["metrics"], rec["claims"]
+    assert rec["params"]["n_ingredients"] == 4 and len(rec["learned_soup_weights"]) == 4
+    assert sum(rec["learned_soup_weights"]) == pytest.approx(1.0, abs=1e-3)
+    assert 1 <= len(rec["greedy_kept"]) <= 4
+    for method in ("best_individual", "uniform_soup", "greedy_soup", "learned_soup", "learned_soup_by_layer",
+                   "ensemble", "greedy_ensemble", "ema", "swa"):
+        assert set(m[method]) == {"photo", "sketch", "painting", "pixel", "ood"}
+    assert c["greedy_soup_beats_best_individual_test"]["holds"] == (m["greedy_soup"]["photo"] > m["best_individual"]["photo"])
+    assert c["uniform_soup_beats_best_individual_test"]["holds"] == (m["uniform_soup"]["photo"] > m["best_individual"]["photo"])

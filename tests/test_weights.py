@@ -118,3 +118,55 @@ def test_regularising_towards_zero_shot_keeps_weights_closer(micro):
         ft.finetune(m, ft.Recipe(epochs=2, lr=1e-2, batch_size=16, l2_to_init=lam), x, y, x, y, progress=False)
         dist.append(sum(((m.state_dict()[k] - theta_0[k]).float() ** 2).sum() for k in theta_0 if "weight" in k))
     assert dist[1] < dist[0]
+
+
+def test_greedy_soup_never_lowers_held_out_accuracy_and_starts_from_the_best():
+    sds = [_net(s).state_dict() for s in range(5)]
+    scores = [0.5, 0.9, 0.7, 0.8, 0.6]
+    fake = iter([0.91, 0.85, 0.91, 0.95])  # held-out accuracy of each candidate soup, in trial order
+    soup, kept, steps = weights.greedy_soup(sds, lambda sd: next(fake), scores)
+    assert kept[0] == 1 and steps[0]["ingredient"] == 1  # the best individual is always in
+    assert [s["ingredient"] for s in steps] == [1, 3, 2, 4, 0]
+    assert [s["kept"] for s in steps] == [True, True, False, True, True]
+    after = [s["after"] for s in steps if s["kept"]]
+    assert after == sorted(after)  # held-out accuracy never decreases
+    expected = weights.uniform_soup([sds[i] for i in kept])
+    for k in expected:
+        if expected[k].is_floating_point():
+            torch.testing.assert_close(soup[k], expected[k])
+
+
+def test_greedy_soup_strict_rule_rejects_ties():
+    sds = [_net(s).state_dict() for s in range(2)]
+    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">=")[1] == [0, 1]
+    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">")[1] == [0]
+    with pytest.raises(ValueError, match="accepted"):
+        weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if="~")
+
+
+def test_ensemble_of_one_model_is_the_model_and_greedy_ensemble_starts_from_best():
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(20, 3, generator=g) for _ in range(3)]
+    y = logits[1].argmax(1)
+    assert weights.greedy_ensemble(logits, y, [0.1, 0.9, 0.2])[0] == 1
+    assert weights.greedy_ensemble(logits[1:2], y, [1.0]) == [0]
+
+
+def test_learned_soup_weights_are_a_softmax(micro):
+    thetas = [_classifier(micro).state_dict() for _ in range(3)]
+    m = _classifier(micro)
+    x, y = _data(32)
+    soup, mix = weights.learned_soup(thetas, m, x, y, epochs=2)
+    assert mix.shape == (3,) and float(mix.sum()) == pytest.approx(1.0) and (mix > 0).all()
+    soup_l, mix_l = weights.learned_soup(thetas, m, x, y, by_layer=True, epochs=1)
+    torch.testing.assert_close(mix_l.sum(0), torch.ones(mix_l.shape[1]))
+    expected = weights.combine(thetas, mix.tolist())
+    for k in soup:
+        if soup[k].is_floating_point():
+            torch.testing.assert_close(soup[k], expected[k], atol=1e-5, rtol=1e-4)
+
+
+def test_angle():
+    z = {"w": torch.zeros(2)}
+    assert weights.angle(z, {"w": torch.tensor([1.0, 0])}, {"w": torch.tensor([0, 2.0])}) == pytest.approx(90)
+    assert weights.angle(z, {"w": torch.tensor([1.0, 1])}, {"w": torch.tensor([2.0, 2])}) == pytest.approx(0, abs=1e-4)
