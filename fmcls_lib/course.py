@@ -146,7 +146,7 @@ def write_summary(figures=None) -> Path:
     return path
 
 
-def prepare(param_set: str, out_dir) -> list[Path]:
+def prepare(param_set: str, out_dir, overrides: dict | None = None) -> list[Path]:
     """Parameterised, unexecuted copies of every lesson (what nbval runs under ``make test``)."""
     import papermill
 
@@ -155,7 +155,7 @@ def prepare(param_set: str, out_dir) -> list[Path]:
         path = Path(out_dir) / f"{lesson}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         papermill.execute_notebook(str(NOTEBOOKS / f"{lesson}.ipynb"), str(path),
-                                   parameters=resolve_params(lesson, param_set), prepare_only=True)
+                                   parameters=resolve_params(lesson, param_set, overrides), prepare_only=True)
         out.append(path)
     return out
 
