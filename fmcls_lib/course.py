@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,7 +87,8 @@ def _fingerprint(lesson: str, params: dict) -> str:
 
 
 def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=None) -> dict:
-    """Build (or load) the embedded models, run every lesson, refresh ``figures/`` and its summary.
+    """Build (or load) the embedded models, run every lesson, refresh ``figures/`` and its summary
+    (other parameter sets write their figures and summary to ``<out_dir>/figures`` instead).
 
     A lesson whose notebook, parameters and library are unchanged since its last successful run
     into ``out_dir`` is skipped, so an interrupted course run resumes where it stopped.
@@ -96,6 +98,8 @@ def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=
     from . import backbones
 
     out_dir = Path(out_dir or ROOT / "executed" / param_set)
+    figures = FIGURES if param_set == "full" else out_dir / "figures"  # only full runs refresh figures/
+    os.environ["FMCLS_FIGURES"] = str(figures)  # the lessons' kernels inherit it
     t0 = time.time()
     backbones.load_clip("tiny")  # builds into the cache only if the shipped copy is missing/corrupt
     timings = {}
@@ -112,7 +116,7 @@ def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=
         run_lesson(lesson, params, out_dir, progress=False)
         timings[lesson] = round(time.time() - t, 1)
         atomic_write_bytes(stamp, json.dumps({"fingerprint": fp, "seconds": timings[lesson]}).encode())
-    summary = write_summary()
+    summary = write_summary(figures)
     print(f"course ({param_set}) done in {time.time() - t0:.0f} s: {timings}")
     print(f"executed notebooks: {out_dir}\nsummary: {summary}\n"
           f"open the course:  jupyter lab {NOTEBOOKS}")

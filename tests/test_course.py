@@ -31,3 +31,20 @@ def test_cli_rejects_unknown_parameter_before_running(capsys):
     from fmcls_lib import cli
     assert cli.main(["run", "01_clip_zero_shot", "-p", "nope", "1"]) == 2
     assert "accepted" in capsys.readouterr().err
+
+
+def test_only_full_runs_refresh_the_committed_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMCLS_FIGURES", str(tmp_path / "elsewhere"))  # restored after the test
+    course.run_course("smoke", tmp_path / "out", only=[])
+    assert (tmp_path / "out" / "figures" / "README.md").exists()
+    assert course.os.environ["FMCLS_FIGURES"] == str(tmp_path / "out" / "figures")
+
+
+def test_summary_reads_every_lesson_record(tmp_path):
+    from fmcls_lib import results
+    results.write("01_clip_zero_shot", {"seeds": 1}, {"zero_shot": {"photo": 0.5, "ood": 0.25},
+                                                      "linear_probe_shots": {"1": 0.4, "16": 0.8}},
+                  {"c": results.claim(False, "because")}, out_dir=tmp_path)
+    text = course.write_summary(tmp_path).read_text()
+    assert "| zero_shot | 0.250 | 0.500 |" in text and "| linear_probe_shots | 0.400 | 0.800 |" in text
+    assert "does NOT hold — because" in text
