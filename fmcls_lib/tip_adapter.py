@@ -83,9 +83,11 @@ def grid_accuracy(f, y, cache: Cache, W, betas, alphas, keys=None, scale: float 
     E = 1 - f @ (cache.keys if keys is None else keys).T  # [N, M]
     gap = base.gather(1, y[:, None]) - base  # base_y - base_c
     other = torch.arange(base.shape[1])[None] != y[:, None]
-    out = []
-    for b in torch.split(betas, max(1, max_elems // E.numel())):
-        cache_logits = torch.exp(-b[:, None, None] * E) @ cache.values  # [b, N, C]
+    out, chunk = [], max(1, max_elems // E.numel())
+    buf = torch.empty(min(chunk, len(betas)), *E.shape)  # reused: the search is memory-bound
+    for b in torch.split(betas, chunk):
+        A = torch.mul(E, -b[:, None, None], out=buf[: len(b)]).exp_()
+        cache_logits = A @ cache.values  # [b, N, C]
         slope = cache_logits.gather(2, y[None, :, None].expand(len(b), -1, 1)) - cache_logits
         thresh = -gap / slope
         lo = torch.where(other & (slope > 0), thresh, -torch.inf).amax(-1)  # [b, N]
