@@ -1,6 +1,6 @@
 """Foundation models by name: the embedded tiny CLIPs and any open_clip pretrained pair.
 
-``load_clip("tiny")`` loads the CLIP shipped with the course (``fmcls_lib/shipped_weights``, hash-checked,
+``load_clip("tiny")`` loads the CLIP shipped with the course (``fmcls_lib/pretrain/weights``, hash-checked,
 rebuilt into the cache if missing or corrupt); ``load_clip("ViT-B-32/openai")`` loads a real CLIP through
 open_clip (network or a warm cache needed); ``load_clip("ViT-B-32", checkpoint="file.pt")`` loads a
 local checkpoint file.  All come back as a :class:`CLIPBackbone` with the same methods.
@@ -24,7 +24,7 @@ from . import cache
 from .errors import CorruptFileError, OfflineModelError, UnknownNameError
 from .pretrain import clip as pretrain_clip
 
-SHIPPED_DIR = Path(__file__).parent / "shipped_weights"
+SHIPPED_DIR = Path(__file__).parent / "pretrain" / "weights"
 MANIFEST = SHIPPED_DIR / "manifest.json"
 EMBEDDED_CLIPS = {name: r.model for name, r in pretrain_clip.RECIPES.items()}
 

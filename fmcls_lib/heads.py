@@ -1,21 +1,21 @@
-"""Heads: pure functions of cached feature tensors (zero-shot text classifier, linear probe).
+"""Heads: pure functions of cached feature tensors (zero-shot, linear probe, CLIP-Adapter).
 
 Names follow the lecture: ``f`` image features (L2-normalised, ``[N, D]``), ``W`` the text classifier
-(``[C, D]``, one normalised class embedding per row), ``logits = 100 * f @ W.T``.
+(``[C, D]``, one normalised class embedding per row), ``logits = scale * f @ W.T`` (CLIP: 100).
 """
 from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from sklearn.exceptions import ConvergenceWarning
-import warnings
+from sklearn.linear_model import LogisticRegression
 
 LOGIT_SCALE = 100.0  # OpenAI CLIP's learned logit scale (saturated at its cap); the slides' "100"
 PROBE_C_GRID = tuple(np.logspace(-2, 3, 11))
