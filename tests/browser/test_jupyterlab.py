@@ -56,6 +56,7 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
+         f"--LabApp.workspaces_dir={root / '_workspaces'}",  # never restore a user's open tabs
          "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1", "JUPYTERLAB_SETTINGS_DIR": str(settings)})
@@ -97,7 +98,7 @@ def _kernels_idle(url, token) -> bool:
 
 def _run_all(page, url, token, root, lesson, timeout_s=600):
     """Open the lesson, Run > Run All Cells, wait until the kernel is idle, save, check the saved outputs."""
-    page.goto(f"{url}/lab/tree/{lesson}.ipynb?token={token}", wait_until="domcontentloaded")
+    page.goto(f"{url}/lab/tree/{lesson}.ipynb?reset&token={token}", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.wait_for_function("() => document.body.innerText.includes('Idle')", timeout=90_000)
     page.keyboard.press("Escape")
