@@ -6,10 +6,12 @@ the widget only re-draws it.  Without ipywidgets or with ``interactive=False``, 
 from __future__ import annotations
 
 
-def interact(update, interactive: bool = True, **controls):
+def interact(update, interactive: bool = True, continuous: bool = False, **controls):
     """Call ``update(**defaults)`` once (the static output), then wire ``controls`` to it.
 
-    ``controls``: name -> an ipywidgets widget.  Returns the widget box, or ``None`` when headless.
+    ``controls``: name -> an ipywidgets widget.  Sliders redraw when released (``continuous_update=False``,
+    every redraw here is a matplotlib figure of ~50-100 ms) unless ``continuous``.  Returns the widget
+    box, or ``None`` when headless.
     """
     defaults = {k: w.value for k, w in controls.items()}
     if not interactive:
@@ -33,6 +35,8 @@ def interact(update, interactive: bool = True, **controls):
             update(**values)
 
     for c in controls.values():
+        if hasattr(c, "continuous_update"):
+            c.continuous_update = continuous
         c.observe(redraw, names="value")
     box = w.VBox([w.HBox(list(controls.values())), readout, out])
     display(box)
