@@ -84,3 +84,5 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
         assert set(m[method]) == {"photo", "sketch", "painting", "pixel", "ood"}
     assert c["greedy_soup_beats_best_individual_test"]["holds"] == (m["greedy_soup"]["photo"] > m["best_individual"]["photo"])
     assert c["uniform_soup_beats_best_individual_test"]["holds"] == (m["uniform_soup"]["photo"] > m["best_individual"]["photo"])
+    assert "some_learning_rate_pair_soup_beats_its_range" in c
+    assert (Path(results.FIGURES) / "06_soups_and_landscapes_lr_grid.png").exists()
