@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import matplotlib.pyplot as plt
-import pandas as pd
+import pandas as pd  # noqa: F401  (lessons build their tables with fm.plots.pd)
 import seaborn as sns
 
 from .results import FIGURES

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmcls_lib import finetune as ft, landscape, weights
+from fmcls_lib import finetune as ft, landscape
 
 
 @pytest.fixture(scope="module")
