@@ -30,4 +30,4 @@ build:
 	$(PY) -m fmcls_lib build
 
 bench:
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/run_all.py
