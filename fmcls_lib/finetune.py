@@ -249,3 +249,16 @@ def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_st
     update_bn([x_bn[i:i + 256] for i in range(0, len(x_bn), 256)], swa)
     return {"last": state["last"], "best_val": res.state_dict, "ema": ema.module.state_dict(),
             "swa": swa.module.state_dict()}
+
+
+def wise_observations(accs: dict, domain: str) -> tuple[float, float, float]:
+    """WiSE-FT's Observations 1 and 2 on ``accs`` (alpha -> {domain: accuracy}) for one ``domain``.
+
+    Returns ``(worst gap, best alpha, margin)``: the smallest ``Acc(mix) - ((1 - a) Acc(theta_0) + a Acc(theta_1))``
+    over the grid (Observation 1 holds iff it is >= 0), the best alpha, and how far its accuracy is above the
+    better endpoint (Observation 2, strictly, iff > 0).
+    """
+    a0, a1 = accs[0.0][domain], accs[1.0][domain]
+    worst = min(r[domain] - ((1 - a) * a0 + a * a1) for a, r in accs.items())
+    best = max(accs, key=lambda a: accs[a][domain])
+    return worst, best, accs[best][domain] - max(a0, a1)

@@ -170,3 +170,12 @@ def test_angle():
     z = {"w": torch.zeros(2)}
     assert weights.angle(z, {"w": torch.tensor([1.0, 0])}, {"w": torch.tensor([0, 2.0])}) == pytest.approx(90)
     assert weights.angle(z, {"w": torch.tensor([1.0, 1])}, {"w": torch.tensor([2.0, 2])}) == pytest.approx(0, abs=1e-4)
+
+
+def test_wise_observations_against_hand_computed_values():
+    accs = {0.0: {"photo": 0.6}, 0.5: {"photo": 0.62}, 1.0: {"photo": 0.8}}
+    worst, best, margin = ft.wise_observations(accs, "photo")
+    assert worst == pytest.approx(0.62 - 0.7) and best == 1.0 and margin == pytest.approx(0.0)
+    accs[0.5]["photo"] = 0.85
+    worst, best, margin = ft.wise_observations(accs, "photo")
+    assert worst == pytest.approx(0.0) and best == 0.5 and margin == pytest.approx(0.05)
