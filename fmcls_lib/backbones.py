@@ -8,7 +8,6 @@ local checkpoint file.  All come back as a :class:`CLIPBackbone` with the same m
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import warnings
@@ -172,7 +171,6 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
         sha = cache.file_sha256(pretrained)
     else:
         raise UnknownNameError("backbone", name, list(EMBEDDED_CLIPS) + ["<arch>/<tag>, e.g. ViT-B-32/openai"])
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip's info chatter
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
                                                                      device=dev)

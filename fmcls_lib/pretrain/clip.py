@@ -6,8 +6,10 @@ from all four domains (photo-heavy, like the web).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -61,6 +63,17 @@ def images_to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _param_groups(model, weight_decay):
     # as in open_clip's training script: no decay on gains, biases, norms, embeddings, logit scale
     decay, no_decay = [], []
@@ -74,7 +87,8 @@ def _param_groups(model, weight_decay):
 def train(recipe: Recipe, progress: bool = True, log_every: int = 100):
     """Train a CLIP from scratch; returns ``(model, history)``.  Same recipe -> same weights."""
     torch.manual_seed(recipe.seed)
-    model = open_clip.create_model(recipe.model, output_dict=True)
+    with _quiet_root_logger():  # open_clip warns that no pretrained weights were loaded: that is the point
+        model = open_clip.create_model(recipe.model, output_dict=True)
     tokenizer = open_clip.get_tokenizer(recipe.model)
     mean, std = model.visual.image_mean, model.visual.image_std
     images, captions = world.pretrain_pairs(recipe.corpus)
