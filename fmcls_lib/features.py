@@ -43,16 +43,21 @@ def load_splits(backbone, task: str, domains, splits=("train", "val", "test"), p
 AUGMENT = "random-resized-crop(0.5,1)+hflip"  # the official Tip-Adapter / CLIP-Adapter train transform
 
 
-def augment(images, size: int, generator: torch.Generator):
-    """One random view per image: random resized crop (scale 0.5-1) to ``size`` + horizontal flip."""
+def augment(images, size: int, generator: torch.Generator, scale=(0.5, 1.0)):
+    """One random view per image: random resized crop (``scale``) to ``size`` + horizontal flip.
+
+    ``images``: uint8 ``[N, H, W, 3]`` arrays, a ``[N, C, H, W]`` tensor, or a list of PIL images; the
+    result has the same kind.  The draw is seeded from ``generator`` (global RNG untouched).
+    """
     from torchvision.transforms import v2
 
-    t = v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
-                    v2.RandomHorizontalFlip()])
+    t = v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         if isinstance(images, list):  # PIL images (real datasets)
             return [t(im) for im in images]
+        if isinstance(images, torch.Tensor):
+            return torch.stack([t(im) for im in images])
         x = torch.from_numpy(images).permute(0, 3, 1, 2)
         return torch.stack([t(im) for im in x]).permute(0, 2, 3, 1).numpy()
 

@@ -87,14 +87,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> t
 
 
 def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    if strength <= 0:
-        return x
-    from torchvision.transforms import v2
-    t = v2.Compose([v2.RandomResizedCrop(x.shape[-1], scale=(1 - 0.5 * strength, 1.0), antialias=True),
-                    v2.RandomHorizontalFlip()])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-        return torch.stack([t(im) for im in x])
+    from .features import augment
+
+    return x if strength <= 0 else augment(x, x.shape[-1], gen, scale=(1 - 0.5 * strength, 1.0))
 
 
 def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_val,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import open_clip
@@ -146,7 +146,6 @@ class Fit:
     history: list  # validation accuracy after each epoch
     seconds: float
     epochs: int
-    extra: dict = field(default_factory=dict)
 
 
 def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: float,
@@ -184,7 +183,7 @@ def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: f
 
 class ClipAdapter(torch.nn.Module):
     """CLIP-Adapter (Gao et al. 2021) on image features: a residual bottleneck MLP,
-    ``f' = ratio * MLP(f) + (1 - ratio) * f``, then the zero-shot classifier ``100 * norm(f') W^T``."""
+    ``f' = ratio * MLP(f) + (1 - ratio) * f``, then the zero-shot classifier ``scale * norm(f') W^T``."""
 
     def __init__(self, dim: int, W: torch.Tensor, ratio: float = 0.2, reduction: int = 4,
                  scale: float = LOGIT_SCALE):
