@@ -7,6 +7,7 @@ local checkpoint file.  All come back as a :class:`CLIPBackbone` with the same m
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -83,34 +84,47 @@ def _manifest() -> dict:
     return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
 
 
-def _embedded_weights(name: str, progress: bool = True) -> tuple[Path, str]:
-    """Path and sha256 of the embedded CLIP ``name``: the shipped file, else a cached build."""
-    recipe = pretrain_clip.RECIPES[name]
-    want_recipe = pretrain_clip.recipe_hash(recipe)
-    entry = _manifest().get(f"clip-{name}")
+def _kind_module(kind: str):
+    """The pre-training module of an embedded-model family (``clip``, ``generator``, ``ssl``)."""
+    import importlib
+    mod = {"clip": "clip", "generator": "diffusion", "ssl": "dino"}[kind]
+    return importlib.import_module(f".pretrain.{mod}", __package__)
+
+
+def shipped_keys() -> list[str]:
+    """Manifest keys of every model the course ships, e.g. ``clip-tiny``, ``generator-tiny``."""
+    return [f"{k}-{n}" for k in ("clip", "generator", "ssl") for n in _kind_module(k).SHIPPED]
+
+
+def _embedded_weights(name: str, progress: bool = True, kind: str = "clip") -> tuple[Path, str, dict]:
+    """Path, sha256 and manifest entry of embedded model ``<kind>-<name>``: the shipped file, else a
+    cached build (trained now if missing)."""
+    mod = _kind_module(kind)
+    want_recipe = mod.recipe_hash(mod.RECIPES[name])
+    entry = _manifest().get(f"{kind}-{name}")
     if entry is not None:
         path = SHIPPED_DIR / entry["file"]
         if path.exists() and cache.file_sha256(path) == entry["sha256"]:
             if entry["recipe_hash"] != want_recipe:
-                warnings.warn(f"the shipped clip-{name} was built from an older recipe "
+                warnings.warn(f"the shipped {kind}-{name} was built from an older recipe "
                               f"({entry['recipe_hash']} != {want_recipe}); run `fmcls build` to rebuild "
                               "and re-commit it", stacklevel=3)
-            return path, entry["sha256"]
+            return path, entry["sha256"], entry
         warnings.warn(f"shipped weights {path} are missing or corrupt; rebuilding into the cache",
                       stacklevel=3)
     out = cache.cache_dir() / "models"
-    meta_path = out / f"clip-{name}-{want_recipe}.json"
+    meta_path = out / f"{kind}-{name}-{want_recipe}.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         path = out / meta["file"]
         if path.exists() and cache.file_sha256(path) == meta["sha256"]:
-            return path, meta["sha256"]
-    meta = pretrain_clip.build(name, out, progress=progress)
-    final = out / f"clip-{name}-{want_recipe}.safetensors"
+            return path, meta["sha256"], meta
+    meta = mod.build(name, out, progress=progress)
+    final = out / f"{kind}-{name}-{want_recipe}.safetensors"
     os.replace(out / meta["file"], final)
     meta["file"] = final.name
     cache.atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-    return final, meta["sha256"]
+    return final, meta["sha256"], meta
 
 
 def _network_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
@@ -157,7 +171,7 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
     """
     dev = pick_device(device)
     if name in EMBEDDED_CLIPS:
-        path, sha = _embedded_weights(name, progress=progress)
+        path, sha, _ = _embedded_weights(name, progress=progress)
         arch, pretrained = EMBEDDED_CLIPS[name], str(path)
     elif checkpoint is not None:
         if not os.path.isfile(checkpoint):
@@ -181,3 +195,148 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
     model.eval()
     return CLIPBackbone(name if checkpoint is None else f"{name}:{Path(checkpoint).name}", model,
                         open_clip.get_tokenizer(arch), preprocess, sha, dev)
+
+
+# ----------------------------------------------------------------------------- self-supervised encoders
+
+@dataclass
+class SSLBackbone:
+    """An image-only encoder (DINO-style): ``encode_images`` like a CLIP, no text tower."""
+    name: str
+    model: Any
+    mean: tuple
+    std: tuple
+    image_size: int
+    weights_hash: str
+    device: torch.device
+    preprocess: Any = None  # for PIL images (real datasets)
+
+    @property
+    def id(self) -> str:
+        return f"ssl:{self.name}@{self.weights_hash[:16]}"
+
+    @property
+    def transform_id(self) -> str:
+        return f"resize{self.image_size}-mean{tuple(np.round(self.mean, 4))}-std{tuple(np.round(self.std, 4))}"
+
+    def prepare(self, images) -> torch.Tensor:
+        if isinstance(images, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+            if x.shape[-1] != self.image_size:
+                x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False)
+            return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+        return torch.stack([self.preprocess(im) for im in images])
+
+    @torch.no_grad()
+    def encode_images(self, images) -> torch.Tensor:
+        f = self.model(self.prepare(images).to(self.device))
+        return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
+
+
+def _timm_offline(name: str, checkpoint: str | None):
+    import timm
+    arch = name.split(".")[0]
+    if arch not in timm.list_models():
+        raise UnknownNameError("timm architecture", name, ["tiny-dino", "micro-dino"] +
+                               timm.list_pretrained("*dino*"))
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint file {checkpoint!r} does not exist")
+        return timm.create_model(name, pretrained=True, num_classes=0,
+                                 pretrained_cfg_overlay={"file": checkpoint}), cache.file_sha256(checkpoint)
+    if not _network_reachable():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as e:  # huggingface_hub raises many types for "not here"
+        raise OfflineModelError(
+            f"weights of {name} are not in the local Hugging Face cache and could not be downloaded "
+            f"({type(e).__name__}). On a machine with network run once:  python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\"  or pass a local file: "
+            f"load_ssl('{arch}', checkpoint='model.safetensors').") from e
+    return model, str(model.pretrained_cfg.get("hf_hub_id") or name)
+
+
+def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | None = None,
+             progress: bool = True) -> SSLBackbone:
+    """Load a self-supervised image encoder: ``"tiny-dino"`` (shipped), ``"micro-dino"`` (tests), or a
+    timm DINO model such as ``"vit_small_patch14_dinov2.lvd142m"`` / ``"vit_small_patch16_224.dino"``
+    (network or local cache; ``checkpoint=`` a local weights file)."""
+    from safetensors.torch import load_file
+
+    from .pretrain import dino
+
+    dev = pick_device(device)
+    if name in dino.RECIPES:
+        path, sha, _ = _embedded_weights(name, progress=progress, kind="ssl")
+        model = dino.encoder(dino.RECIPES[name])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in load_file(path).items()})
+        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, 32, sha, dev)
+    import timm
+    model, sha = _timm_offline(name, checkpoint)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return SSLBackbone(name, model.eval().to(dev), tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1],
+                       hashlib.sha256(str(sha).encode()).hexdigest(), dev,
+                       timm.data.create_transform(**cfg))
+
+
+# ----------------------------------------------------------------------------- generators
+
+class _DiffusersPipeline:
+    """A real diffusers text-to-image pipeline behind the embedded pipeline's call shape (uint8 arrays)."""
+
+    def __init__(self, pipe, name):
+        self.pipe, self.name, self._i2i = pipe, name, None
+
+    @staticmethod
+    def _np(out):
+        return np.stack([np.asarray(im.convert("RGB")) for im in out.images])
+
+    def __call__(self, prompt, num_images_per_prompt=1, guidance_scale=4.0, num_inference_steps=25,
+                 generator=None, **kw):
+        return type("ImageOutput", (), {"images": self._np(self.pipe(
+            prompt, num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps, generator=generator, **kw))})
+
+    def img2img(self, prompt, image, strength=0.5, num_images_per_prompt=1, guidance_scale=4.0,
+                num_inference_steps=25, generator=None):
+        from diffusers import AutoPipelineForImage2Image
+        from PIL import Image
+        if self._i2i is None:
+            self._i2i = AutoPipelineForImage2Image.from_pipe(self.pipe)
+        return type("ImageOutput", (), {"images": self._np(self._i2i(
+            prompt, image=[Image.fromarray(im) for im in np.asarray(image)], strength=strength,
+            num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps, generator=generator))})
+
+
+def load_generator(name: str = "tiny", device: str = "auto", progress: bool = True):
+    """A text-to-image pipeline: ``"tiny"`` (shipped, conditioned on the tiny CLIP's text tower),
+    ``"micro"`` (tests), or a diffusers model id / local folder such as ``"stabilityai/sd-turbo"``."""
+    from .pretrain import diffusion
+
+    dev = pick_device(device)
+    if name in diffusion.RECIPES:
+        from diffusers import UNet2DConditionModel
+        from safetensors.torch import load_file
+        recipe = diffusion.RECIPES[name]
+        clip = load_clip(recipe.clip, device=str(dev), progress=progress)
+        path, _, entry = _embedded_weights(name, progress=progress, kind="generator")
+        unet = UNet2DConditionModel(**entry["unet_kwargs"])
+        unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+        return diffusion.TinyText2ImagePipeline(unet.to(dev), clip)
+    if "/" not in name and not os.path.isdir(name):
+        raise UnknownNameError("generator", name, list(diffusion.RECIPES) +
+                               ["<diffusers model id>, e.g. stabilityai/sd-turbo", "<local folder>"])
+    from diffusers import AutoPipelineForText2Image
+    local = os.path.isdir(name) or not _network_reachable()
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            name, torch_dtype=torch.float16 if dev.type == "cuda" else torch.float32, local_files_only=local)
+    except Exception as e:  # huggingface_hub raises many types for "not here"
+        raise OfflineModelError(
+            f"diffusers pipeline {name!r} is not in the local Hugging Face cache and the network is off "
+            f"({type(e).__name__}). On a machine with network run once:  python -c \"from diffusers import "
+            f"AutoPipelineForText2Image as P; P.from_pretrained('{name}')\"  or pass a local folder.") from e
+    return _DiffusersPipeline(pipe.to(dev), name)

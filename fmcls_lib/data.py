@@ -112,3 +112,16 @@ def few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
             raise ValueError(f"class {c} has only {len(pool)} examples; {shots} shots requested")
         out.append(rng.choice(pool, shots, replace=False))
     return np.sort(np.concatenate(out))
+
+
+def from_arrays(images: np.ndarray, labels, classnames, name: str = "synthetic") -> Dataset:
+    """A dataset of in-memory uint8 images (e.g. generated ones), keyed by a hash of its content so the
+    feature cache can never serve another set's features."""
+    import hashlib
+    images = np.ascontiguousarray(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
+        raise ValueError(f"expected uint8 images [N, H, W, 3] and N labels; got {images.dtype} "
+                         f"{images.shape} and {labels.shape}")
+    h = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    return Dataset(f"{name}:{h}", "train", name, tuple(classnames), labels, lambda: images)

@@ -57,11 +57,15 @@ class Recipe:
     mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
     augment: float = 0.0  # strength of random-resized-crop + flip (0 = off)
     l2_to_init: float = 0.0  # lambda of the "regularise towards zero-shot" baseline
+    freeze_bn: bool = False  # BatchNorm layers stay in eval mode: running statistics fixed
+    train_fraction: float = 1.0  # e2e: share of the encoder's parameter tensors, from the output end, trained
     seed: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"fine-tuning mode {self.mode!r}; accepted: {', '.join(MODES)}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
 
 @dataclass
@@ -74,10 +78,26 @@ class Result:
     recipe: dict = field(default_factory=dict)
 
 
-def _trainable(model: ImageClassifier, mode: str):
-    for p in model.image_encoder.parameters():
-        p.requires_grad_(mode == "e2e")
+def _trainable(model: ImageClassifier, mode: str, fraction: float = 1.0):
+    enc = list(model.image_encoder.parameters())
+    first = len(enc) - math.ceil(fraction * len(enc))
+    for i, p in enumerate(enc):
+        p.requires_grad_(mode == "e2e" and i >= first)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_parameters(model: ImageClassifier, recipe: "Recipe") -> int:
+    """How many parameters ``recipe`` trains in ``model`` (the head included)."""
+    n = sum(p.numel() for p in _trainable(model, recipe.mode, recipe.train_fraction))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return n
+
+
+def _freeze_bn(model: torch.nn.Module):
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 @torch.no_grad()
@@ -103,7 +123,7 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     y_train, y_val = torch.as_tensor(y_train), torch.as_tensor(y_val)
-    params = _trainable(model, recipe.mode)
+    params = _trainable(model, recipe.mode, recipe.train_fraction)
     theta_0 = [p.detach().clone() for p in params] if recipe.l2_to_init else None
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
@@ -117,6 +137,8 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
         model.train()
         if recipe.mode == "lc":
             model.image_encoder.eval()  # frozen encoder: BatchNorm statistics stay the zero-shot ones
+        if recipe.freeze_bn:
+            _freeze_bn(model)
         losses = []
         for idx in torch.randperm(len(x_train), generator=gen).split(recipe.batch_size):
             x, y = _augment(x_train[idx], recipe.augment, gen), y_train[idx]

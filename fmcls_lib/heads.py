@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from .errors import UnknownNameError
+
 LOGIT_SCALE = 100.0  # OpenAI CLIP's learned logit scale (saturated at its cap); the slides' "100"
 PROBE_C_GRID = tuple(np.logspace(-2, 3, 11))
 
@@ -30,6 +32,18 @@ def zero_shot_head(backbone, classnames, templates) -> torch.Tensor:
                                              list(templates), num_classes_per_batch=None,
                                              device=backbone.device)
     return W.T.float().cpu()
+
+
+def description_head(backbone, classnames, descriptions: dict, templates=("a photo of a {}.",)) -> torch.Tensor:
+    """CuPL / CaFo classifier: per class, the normalised mean of the embeddings of its templated name and
+    of its descriptions (``descriptions[class]``: sentences), normalised again."""
+    rows = []
+    for c in classnames:
+        if c not in descriptions:
+            raise UnknownNameError("class with descriptions", c, descriptions)
+        texts = [t.format(c) for t in templates] + list(descriptions[c])
+        rows.append(F.normalize(backbone.encode_text(texts).mean(0), dim=-1))
+    return torch.stack(rows)
 
 
 def per_template_heads(backbone, classnames, templates) -> torch.Tensor:

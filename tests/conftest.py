@@ -29,3 +29,15 @@ def micro():
 def micro_splits(micro):
     from fmcls_lib import features, world
     return features.load_splits(micro, "world/shapes", world.DOMAINS, progress=False)
+
+
+@pytest.fixture(scope="session")
+def micro_pipe(micro):
+    from fmcls_lib import backbones
+    return backbones.load_generator("micro", progress=False)
+
+
+@pytest.fixture(scope="session")
+def micro_dino():
+    from fmcls_lib import backbones
+    return backbones.load_ssl("micro-dino", progress=False)

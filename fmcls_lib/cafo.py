@@ -1,0 +1,160 @@
+"""CaFo: Prompt, Generate, then Cache (Zhang et al., CVPR 2023), on top of Tip-Adapter's cache model.
+
+Four pre-trained models in a cascade: descriptions (GPT-3's role) enrich the zero-shot classifier; a
+text-to-image model (DALL-E's role) expands the K-shot set by K' images per class; CLIP and a
+self-supervised encoder (DINO) each hold a cache of that expanded set; and the three predictions are
+fused adaptively.  Notation of the slides:
+
+    p_ZS   = f_CLIP W^T                      (W from the descriptions)
+    p_CLIP = exp(-beta (1 - f_CLIP F_CLIP^T)) L_onehot
+    p_DINO = exp(-beta (1 - f_DINO F_DINO^T)) L_onehot
+
+Adaptive inference as the official code computes it: every logit row is z-scored over the classes; the
+weight of each cache is the softmax, over caches, of the dot product of its z-scored logits with the
+z-scored zero-shot logits; the fused, z-scored cache logits are added to the zero-shot logits with
+alpha.  The slide's formula (``fusion="slide"``) uses the raw logits for both the similarities and the
+sum, so its weights saturate to one cache as soon as the logits are large.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views
+from .tip_adapter import Cache, build_cache, official_grid
+
+FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
+
+
+def expand(images: np.ndarray, labels, pipe, classnames, k_prime: int, guidance_scale: float = 4.0,
+           num_inference_steps: int = 25, seed: int = 0, progress: bool = True):
+    """N-way K-shot -> N-way (K + K')-shot: ``k_prime`` images per class generated from
+    ``"a photo of a [CLASS]."`` appended to the real shots.  Returns ``(images, labels, is_generated)``."""
+    from . import synthetic
+    if k_prime == 0:
+        return images, np.asarray(labels), np.zeros(len(labels), bool)
+    prompts, plabels = synthetic.basic_prompts(classnames)
+    gen, glabels = synthetic.generate(pipe, prompts, plabels, per_prompt=k_prime, guidance_scale=guidance_scale,
+                                      num_inference_steps=num_inference_steps, seed=seed, progress=progress)
+    return (np.concatenate([images, gen]), np.concatenate([np.asarray(labels), glabels]),
+            np.r_[np.zeros(len(labels), bool), np.ones(len(glabels), bool)])
+
+
+def cache_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, beta: float) -> torch.Tensor:
+    """``exp(-beta (1 - f keys^T)) values``: a cache model's logits (Tip-Adapter's affinity)."""
+    return torch.exp(-beta * (1 - f @ keys.T)) @ values
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    """Each row minus its mean, over its standard deviation (over the classes)."""
+    return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+
+
+def fusion_weights(zs: torch.Tensor, caches: list, base: str = "zs", normalize: bool = True) -> torch.Tensor:
+    """``[N, M]`` weights of the ``M`` caches: softmax over caches of each cache's similarity to the
+    base distribution (``"zs"``, or ``"clip"`` / ``"dino"`` = the first / second cache)."""
+    ref = {"zs": zs, "clip": caches[0], "dino": caches[-1]}[base]
+    norm = zscore if normalize else (lambda x: x)
+    sims = torch.stack([(norm(c) * norm(ref)).sum(1) for c in caches], dim=1)
+    return sims.softmax(dim=1)
+
+
+def fuse(zs: torch.Tensor, caches: list, fusion: str = "adaptive") -> torch.Tensor:
+    """The fused cache logits that CaFo adds to ``zs`` (``[N, C]``)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion {fusion!r}; accepted: {', '.join(FUSIONS)}")
+    if fusion == "slide":
+        w = fusion_weights(zs, caches, normalize=False)
+        return sum(w[:, i:i + 1] * c for i, c in enumerate(caches))
+    z = [zscore(c) for c in caches]
+    if fusion == "average":
+        return sum(z) / len(z)
+    if fusion == "max":
+        return torch.stack(z).amax(0)
+    base = {"adaptive": "zs", "clip_based": "clip", "dino_based": "dino"}[fusion]
+    w = fusion_weights(zs, caches, base)
+    return sum(w[:, i:i + 1] * zi for i, zi in enumerate(z))
+
+
+def logits(zs: torch.Tensor, caches: list, alpha: float, fusion: str = "adaptive") -> torch.Tensor:
+    """``p_ZS + alpha * fuse(p_ZS, [p_CLIP, p_DINO])``."""
+    return zs + alpha * fuse(zs, caches, fusion)
+
+
+@dataclass
+class CaFo:
+    W: torch.Tensor
+    caches: list  # [Cache of CLIP features, Cache of DINO features] (or just CLIP's)
+    alpha: float
+    beta: float
+    fusion: str = "adaptive"
+    keys: list | None = None  # learned keys (CaFo's training mode), one per cache
+    scale: float = LOGIT_SCALE
+    fit: Fit | None = None
+    val_accuracy: float | None = None
+
+    def parts(self, feats: list) -> tuple[torch.Tensor, list]:
+        """``(p_ZS, [p_CLIP, p_DINO])`` for ``feats = [f_CLIP, f_DINO]``."""
+        keys = self.keys or [c.keys for c in self.caches]
+        zs = self.scale * feats[0] @ self.W.T
+        return zs, [cache_logits(f, k, c.values, self.beta) for f, k, c in zip(feats, keys, self.caches)]
+
+    def logits(self, feats: list) -> torch.Tensor:
+        zs, caches = self.parts(feats)
+        return logits(zs, caches, self.alpha, self.fusion)
+
+
+def search(model: CaFo, feats_val: list, y_val, betas=None, alphas=None) -> CaFo:
+    """(alpha, beta) with the best validation accuracy (beta outer, alpha inner, first maximum wins)."""
+    if betas is None or alphas is None:
+        betas, alphas = official_grid()
+    y_val = torch.as_tensor(y_val)
+    best = (-1.0, None, None)
+    for beta in betas.tolist():
+        model.beta = beta
+        zs, caches = model.parts(feats_val)
+        fused = fuse(zs, caches, model.fusion)
+        pred = (zs[None] + alphas[:, None, None] * fused[None]).argmax(-1)
+        accs = (pred == y_val[None]).float().mean(1)
+        i = int(accs.argmax())
+        if accs[i] > best[0]:
+            best = (float(accs[i]), float(alphas[i]), beta)
+    model.val_accuracy, model.alpha, model.beta = best
+    return model
+
+
+class _LearnableKeys(torch.nn.Module):
+    def __init__(self, caches):
+        super().__init__()
+        self.keys = torch.nn.ParameterList([torch.nn.Parameter(c.keys.clone()) for c in caches])
+
+
+def fit(views: list, y_train, W, feats_val: list, y_val, fusion: str = "adaptive", finetune: bool = False,
+        epochs: int = 20, lr: float = 1e-3, init_alpha: float = 1.0, init_beta: float = 1.0, grid=None,
+        scale: float = LOGIT_SCALE, seed: int = 0) -> CaFo:
+    """CaFo with caches on ``views = [CLIP views, DINO views]`` (each ``[E, N, D]`` augmented features of
+    the expanded set, or ``[N, D]``).  With ``finetune`` both caches' keys train (the epoch chosen on
+    validation), then (alpha, beta) are searched on validation."""
+    caches = [build_cache(v, y_train, W.shape[0]) for v in views]
+    model = CaFo(W, caches, init_alpha, init_beta, fusion, scale=scale)
+    if finetune:
+        learn = _LearnableKeys(caches)
+        dims = [c.keys.shape[1] for c in caches]
+        stacked = torch.cat([v if v.ndim == 3 else v[None] for v in views], dim=-1)
+        val = torch.cat(feats_val, dim=-1)
+
+        def logits_fn(f):
+            model.keys = list(learn.keys)
+            return model.logits(list(f.split(dims, dim=-1)))
+
+        model.fit = train_on_views(learn, logits_fn, stacked, y_train, val, y_val, epochs=epochs, lr=lr, seed=seed)
+        model.keys = [k.detach() for k in learn.keys]
+    return search(model, feats_val, y_val, *(grid if grid is not None else (None, None)))
+
+
+def accuracy_of(model: CaFo, feats: list, y) -> float:
+    with torch.no_grad():
+        return accuracy(model.logits(feats), y)

@@ -1,0 +1,295 @@
+"""The embedded self-supervised encoder: DINO self-distillation (Caron et al. 2021) on world images.
+
+No captions: a student and a teacher (EMA of the student) see different crops of the same image; the
+student matches the teacher's centred, sharpened distribution over K prototypes.  Multi-crop: two
+global 32 px crops (teacher and student) and local 16 px crops (student only).
+
+Deviations from the paper, for a 2-core CPU budget (FIELD_NOTES.md): the encoder is the course's
+BatchNorm conv tower (timm ``fmcls_convnet_tiny``) instead of a ViT, because at 32 px it learns shape
+far faster; and every crop gets its hue rotated at random, often grayscale, brightness and contrast
+jitter and sometimes inverted, because in this world colour and size are shortcuts an image-only
+objective takes before shape.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+from tqdm.auto import tqdm
+
+from .. import world
+from . import convnet  # noqa: F401  (registers the conv towers with timm)
+
+TRAIN_CODE_VERSION = 1
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    tower: str  # timm model name
+    steps: int
+    batch_size: int = 128
+    local_crops: int = 4
+    prototypes: int = 1024
+    head_dim: int = 256
+    bottleneck: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 100
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    center_momentum: float = 0.9
+    teacher_momentum: float = 0.99  # cosine schedule from this to 1
+    global_scale: tuple = (0.5, 1.0)
+    local_scale: tuple = (0.2, 0.5)
+    clean_fraction: float = 0.7  # share of plain-background renders in the corpus (see train())
+    corpus: int = 60_000
+    seed: int = 0
+
+
+SHIPPED = ("tiny-dino",)
+RECIPES = {
+    "tiny-dino": Recipe("fmcls_convnet_tiny", steps=2500, prototypes=256),
+    "micro-dino": Recipe("fmcls_convnet_micro", steps=6, batch_size=16, local_crops=2, prototypes=64,
+                         head_dim=32, bottleneck=16, corpus=256, warmup=2),
+}
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    blob = json.dumps({"recipe": asdict(recipe), "world": world.WORLD_VERSION, "code": TRAIN_CODE_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def encoder(recipe: Recipe) -> nn.Module:
+    return timm.create_model(recipe.tower, num_classes=0)
+
+
+class DINOHead(nn.Module):
+    """MLP -> L2-normalised bottleneck -> weight-normalised prototypes (the paper's projection head)."""
+
+    def __init__(self, dim: int, hidden: int, bottleneck: int, prototypes: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, prototypes, bias=False))
+        self.last.parametrizations.weight.original0.data.fill_(1.0)
+        self.last.parametrizations.weight.original0.requires_grad = False
+
+    def forward(self, x):
+        return self.last(F.normalize(self.mlp(x), dim=-1))
+
+
+def dino_loss(student_out: list, teacher_out: list, center: torch.Tensor, student_temp: float,
+              teacher_temp: float) -> torch.Tensor:
+    """Cross-entropy between the centred, sharpened teacher and the student over all view pairs that
+    are not the same crop (the paper's eq. 1 and Algorithm 1)."""
+    t = [F.softmax((o - center) / teacher_temp, dim=-1) for o in teacher_out]
+    s = [F.log_softmax(o / student_temp, dim=-1) for o in student_out]
+    terms = [-(ti * sj).sum(-1).mean() for i, ti in enumerate(t) for j, sj in enumerate(s) if i != j]
+    return sum(terms) / len(terms)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def _hue_matrices(theta: torch.Tensor) -> torch.Tensor:
+    """Rotation of RGB about the grey axis by ``theta`` (per sample): a hue shift that keeps grey."""
+    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    K = torch.tensor([[0., -1., 1.], [1., 0., -1.], [-1., 1., 0.]]) / math.sqrt(3)
+    return c * torch.eye(3) + (1 - c) / 3 * torch.ones(3, 3) + s * K
+
+
+def crops(x: torch.Tensor, size: int, scale, generator: torch.Generator) -> torch.Tensor:
+    """Random resized crops (area ``scale``, aspect 3/4..4/3) + flips, all in one ``roi_align``;
+    then colour: random hue rotation, brightness/contrast, grayscale (p=.4), inversion (p=.2).
+    ``x``: float ``[N, 3, H, W]`` in [0, 1]; returns normalised ``[N, 3, size, size]``."""
+    n, _, H, W = x.shape
+    u = torch.rand(n, 8, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * u[:, 1])
+    w = (torch.sqrt(area * ratio) * W).clamp(max=W)
+    h = (torch.sqrt(area / ratio) * H).clamp(max=H)
+    x0, y0 = (W - w) * u[:, 2], (H - h) * u[:, 3]
+    boxes = torch.stack([torch.arange(n, dtype=torch.float), x0, y0, x0 + w, y0 + h], 1)
+    out = roi_align(x, boxes, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    out = torch.where((u[:, 4] < 0.5)[:, None, None, None], out.flip(-1), out)
+    out = torch.einsum("nij,njhw->nihw", _hue_matrices(2 * math.pi * u[:, 5]), out)
+    g = torch.rand(n, 3, generator=generator)
+    mean = out.mean((1, 2, 3), keepdim=True)
+    out = (out - mean) * (0.6 + 0.8 * g[:, 0, None, None, None]) + mean * (0.6 + 0.8 * g[:, 1, None, None, None])
+    gray = out.mean(1, keepdim=True).expand_as(out)
+    out = torch.where((u[:, 6] < 0.4)[:, None, None, None], gray, out).clamp(0, 1)
+    out = torch.where((u[:, 7] < 0.2)[:, None, None, None], 1 - out, out)
+    return (out - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> normalised ``[N, 3, H, W]`` (the encoder's eval transform)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+# ----------------------------------------------------------------------------- training
+
+_MONITOR: dict = {}
+
+
+@torch.no_grad()
+def knn_accuracy(model: nn.Module, task: str = "world/shapes", k: int = 10) -> float:
+    """Cosine k-NN (majority vote) accuracy, photo train -> photo val: the training monitor."""
+    from .. import data
+    if task not in _MONITOR:
+        tr, va = data.load(task, "train", "photo"), data.load(task, "val", "photo")
+        _MONITOR[task] = (to_input(tr.images), torch.as_tensor(tr.labels), to_input(va.images),
+                          torch.as_tensor(va.labels))
+    xt, yt, xv, yv = _MONITOR[task]
+    was = model.training
+    model.eval()
+    ft, fv = F.normalize(model(xt), dim=-1), F.normalize(model(xv), dim=-1)
+    votes = F.one_hot(yt[(fv @ ft.T).topk(k, dim=1).indices], len(world.TASKS[task].classnames)).sum(1)
+    model.train(was)
+    return float((votes.argmax(1) == yv).float().mean())
+
+
+def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None, log_every: int = 250,
+          monitor: bool = True):
+    """Train the encoder with DINO; returns ``(teacher encoder, history, seconds)``.
+
+    The teacher is kept (as in the paper, it is the better network).  With ``checkpoint`` the run saves
+    itself every 250 steps (atomically) and resumes from there.
+    """
+    from ..cache import atomic_write_bytes
+
+    from .diffusion import render_clean
+
+    torch.manual_seed(recipe.seed)
+    # Curated data (as DINOv2 curates): most images are the object on a plain background, because on
+    # textured, cluttered backgrounds the views of one image are matched by their background first.
+    scenes = world.pretrain_scenes(recipe.corpus)
+    n_clean = int(recipe.clean_fraction * recipe.corpus)
+    images = np.concatenate([np.stack([render_clean(s, world.RES) for s in scenes[:n_clean]]),
+                             world.render_many(scenes[n_clean:])])
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    student = nn.ModuleDict({"encoder": encoder(recipe)})
+    dim = student["encoder"].num_features
+    student["head"] = DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)
+    teacher = nn.ModuleDict({"encoder": encoder(recipe),
+                             "head": DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)})
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
+    center = torch.zeros(recipe.prototypes)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    step0, history, spent = 0, [], 0.0
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        student.load_state_dict(ck["student"])
+        teacher.load_state_dict(ck["teacher"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"])
+        center, step0, history, spent = ck["center"], ck["step"], ck["history"], ck["seconds"]
+    student.train()
+    teacher.train()  # BatchNorm in the teacher uses batch statistics, as in the official code
+    t0 = time.time() - spent
+    bar = tqdm(range(step0, recipe.steps), desc="DINO self-distillation", disable=not progress,
+               initial=step0, total=recipe.steps)
+    for step in bar:
+        x = x_all[torch.randint(0, recipe.corpus, (recipe.batch_size,), generator=gen)]
+        glob = [crops(x, world.RES, recipe.global_scale, gen) for _ in range(2)]
+        loc = [crops(x, world.RES // 2, recipe.local_scale, gen) for _ in range(recipe.local_crops)]
+        with torch.no_grad():
+            t_out = teacher["head"](teacher["encoder"](torch.cat(glob))).chunk(2)
+        s_out = list(student["head"](student["encoder"](torch.cat(glob))).chunk(2))
+        if loc:
+            s_out += list(student["head"](student["encoder"](torch.cat(loc))).chunk(len(loc)))
+        loss = dino_loss(s_out, list(t_out), center, recipe.student_temp, recipe.teacher_temp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            m = 1 - (1 - recipe.teacher_momentum) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
+            for pt, ps in zip(teacher.parameters(), student.parameters()):
+                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+            center.mul_(recipe.center_momentum).add_(torch.cat(t_out).mean(0), alpha=1 - recipe.center_momentum)
+        if step % log_every == 0 or step == recipe.steps - 1:
+            with torch.no_grad():
+                p = F.softmax((torch.cat(t_out) - center) / recipe.teacher_temp, -1).mean(0)
+                entropy = float(-(p * p.clamp_min(1e-12).log()).sum())
+            rec = {"step": step, "loss": round(loss.item(), 4), "teacher_entropy": round(entropy, 3),
+                   "seconds": round(time.time() - t0, 1)}
+            if monitor:
+                rec["knn_shapes_val"] = round(knn_accuracy(teacher["encoder"]), 4)
+            history.append(rec)
+            bar.set_postfix({k: v for k, v in rec.items() if k in ("loss", "knn_shapes_val")})
+        if checkpoint is not None and (step + 1) % 250 == 0 and step + 1 < recipe.steps:
+            buf = io.BytesIO()
+            torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                        "center": center, "step": step + 1, "history": history,
+                        "seconds": time.time() - t0}, buf)
+            atomic_write_bytes(checkpoint, buf.getvalue())
+    enc = teacher["encoder"].eval()
+    return enc, history, time.time() - t0
+
+
+def build(name: str, out_dir, progress: bool = True, checkpoint: Path | None = None) -> dict:
+    """Train recipe ``name``; write ``<out_dir>/ssl-<name>.safetensors`` (fp16 teacher encoder)."""
+    from safetensors.torch import save
+
+    from ..cache import atomic_write_bytes
+
+    recipe = RECIPES[name]
+    enc, history, seconds = train(recipe, progress=progress, checkpoint=checkpoint)
+    data = save({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in enc.state_dict().items()})
+    path = Path(out_dir) / f"ssl-{name}.safetensors"
+    atomic_write_bytes(path, data)
+    if checkpoint is not None and checkpoint.exists():
+        checkpoint.unlink()
+    return {"kind": "ssl", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+            "recipe": asdict(recipe), "recipe_hash": recipe_hash(recipe), "build_seconds": round(seconds, 1),
+            "params": sum(p.numel() for p in enc.parameters()), "final_loss": history[-1]["loss"],
+            "history": history}
+
+
+def headline_metrics(ssl, clip_name: str = "tiny", task: str = "world/shapes", shots: int = 16,
+                     seeds: int = 3) -> dict:
+    """Validation numbers the encoder is judged by, beside the tiny CLIP's on the same splits: k-NN,
+    full and ``shots``-shot linear probes on photo, and how often the two disagree (complementarity)."""
+    from .. import backbones, data, features, heads
+
+    out = {"task": task, "split": "val"}
+    preds = {}
+    for label, bb in (("ssl", ssl), ("clip", backbones.load_clip(clip_name, progress=False))):
+        S = features.load_splits(bb, task, ("photo",), splits=("train", "val"), progress=False)
+        (ft, yt), (fv, yv) = S["train", "photo"], S["val", "photo"]
+        knn = (yt[(fv @ ft.T).topk(10, dim=1).indices]).mode(1).values
+        probe = heads.linear_probe(ft, yt, fv, yv)
+        few = []
+        for seed in range(seeds):
+            idx = data.few_shot(yt.numpy(), shots, seed)
+            few.append(heads.accuracy(heads.linear_probe(ft[idx], yt[idx], fv, yv).logits(fv), yv))
+        preds[label] = probe.predict(fv)
+        out[label] = {"knn": heads.accuracy(knn, yv), "linear_probe": heads.accuracy(probe.logits(fv), yv),
+                      f"probe_{shots}_shot": float(np.mean(few))}
+    out["probe_disagreement"] = float((preds["ssl"] != preds["clip"]).float().mean())
+    out["both_wrong"] = float(((preds["ssl"] != yv) & (preds["clip"] != yv)).float().mean())
+    return out

@@ -1,0 +1,247 @@
+"""Synthetic training data from a text-to-image model (He et al., "Is synthetic data from generative
+models ready for image recognition?", ICLR 2023), as composable steps on the usual data flow.
+
+Zero-shot setting: prompts (B: class names; LE: language enhancement) -> ``generate`` -> CLIP features
+-> optional CLIP Filter (CF) -> a linear head initialised from the zero-shot head, trained with CE or the
+soft-target loss (SCE).  Few-shot setting: Real Filtering (RF), Real Guidance (RG: img2img from the real
+shots), mix vs phase-wise training.  Fine-tuning the BatchNorm tower with frozen statistics lives in
+:mod:`fmcls_lib.finetune` (``Recipe(freeze_bn=True)``).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import cache, world
+from .heads import Fit, accuracy
+
+# Real Guidance: noise level t*/T by shots (the paper's schedule 50/40/35/20/15 of 100 steps)
+RG_STRENGTH = {1: 0.50, 2: 0.40, 4: 0.35, 8: 0.20, 16: 0.15}
+
+# Language enhancement offline: a word-to-sentence generator over the world's vocabulary, a stand-in
+# for the keytotext T5 the paper used.  It only knows the label word, never synonyms.
+LE_PATTERNS = ("a photo of a {color} {label}.", "a {size} {label} on the {where}.",
+               "a {size} {color} {label}.", "there is a {label} in this picture.",
+               "a picture of a {label} that is {color}.", "a {label} at the {where}.",
+               "the {label} is {size} and {color}.", "a photographed {color} {label}.")
+
+
+def basic_prompts(classnames, per_class: int = 1):
+    """B: ``"a photo of a {class}."`` for every class; returns ``(prompts, labels)``."""
+    return ([f"a photo of {world.article(c)} {c}." for c in classnames for _ in range(per_class)],
+            np.repeat(np.arange(len(classnames)), per_class))
+
+
+def enhanced_prompts(classnames, per_class: int, seed: int = 0):
+    """LE: ``per_class`` diverse sentences per label (colour, size and position words drawn at random)."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for c in classnames:
+        for _ in range(per_class):
+            p = LE_PATTERNS[rng.integers(len(LE_PATTERNS))].format(
+                label=c, color=list(world.COLORS)[rng.integers(len(world.COLORS))],
+                size=list(world.SIZES)[rng.integers(len(world.SIZES))],
+                where=("centre", "left", "right", "top", "bottom")[rng.integers(5)])
+            prompts.append(" ".join(world.article(b) if a in ("a", "an") else a
+                                    for a, b in zip(p.split(), p.split()[1:] + [""])))
+    return prompts, np.repeat(np.arange(len(classnames)), per_class)
+
+
+def generate(pipe, prompts, labels, per_prompt: int = 1, guidance_scale: float = 4.0,
+             num_inference_steps: int = 25, seed: int = 0, progress: bool = True):
+    """``(images uint8 [N,H,W,3], labels)``: ``per_prompt`` images per prompt, cached on disk."""
+    key = {"generator": getattr(pipe, "id", repr(pipe)), "prompts": cache.key_digest({"p": list(prompts)}),
+           "per_prompt": per_prompt, "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
+
+    def run():
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in tqdm(range(0, len(prompts), 64), disable=not progress, desc="generating images"):
+            out.append(pipe(list(prompts[i:i + 64]), num_images_per_prompt=per_prompt,
+                            guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                            generator=g).images)
+        return torch.from_numpy(np.concatenate(out))
+
+    return cache.get_or_compute("synthetic", key, run).numpy(), np.repeat(np.asarray(labels), per_prompt)
+
+
+def real_guidance(pipe, images, labels, classnames, per_image: int, strength: float,
+                  guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress=True):
+    """RG: ``per_image`` img2img variations of every real shot, noised to ``strength`` then denoised
+    with its class prompt; ``strength=0`` returns the shots themselves.  Cached on disk."""
+    prompts = [f"a photo of {world.article(classnames[y])} {classnames[y]}." for y in labels]
+    key = {"generator": getattr(pipe, "id", repr(pipe)), "shots": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+           "labels": np.asarray(labels).tolist(), "per_image": per_image, "strength": strength,
+           "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
+
+    def run():
+        g = torch.Generator().manual_seed(seed)
+        return torch.from_numpy(np.concatenate([pipe.img2img(prompts[i:i + 64], images[i:i + 64], strength=strength,
+                                            num_images_per_prompt=per_image, guidance_scale=guidance_scale,
+                                            num_inference_steps=num_inference_steps, generator=g).images
+                               for i in tqdm(range(0, len(prompts), 64), disable=not progress,
+                                             desc="real guidance")]))
+
+    return cache.get_or_compute("synthetic", key, run).numpy(), np.repeat(np.asarray(labels), per_image)
+
+
+def clip_filter(zs_logits: torch.Tensor, labels, min_per_class: int = 0) -> torch.Tensor:
+    """CF: keep an image when the zero-shot probability of its intended class is above 1/C; a class left
+    with fewer than ``min_per_class`` images keeps its ``min_per_class`` most confident ones instead
+    (the official code's top-k fallback).  Returns a boolean mask."""
+    labels = torch.as_tensor(labels)
+    C = zs_logits.shape[1]
+    p = zs_logits.softmax(1)[torch.arange(len(labels)), labels]
+    keep = p > 1.0 / C
+    for c in range(C):
+        idx = torch.nonzero(labels == c).flatten()
+        if 0 < keep[idx].sum() < min_per_class or (keep[idx].sum() == 0 and min_per_class > 0):
+            keep[idx[p[idx].topk(min(min_per_class, len(idx))).indices]] = True
+    return keep
+
+
+def soft_target_loss(logits: torch.Tensor, zs_logits: torch.Tensor, labels, sl: float = 0.5,
+                     T: float = 2.0) -> torch.Tensor:
+    """``sl * SCE + (1 - sl) * CE``: SCE is cross-entropy against ``softmax(zs_logits / T)``, the zero-shot
+    classifier's soft labels (official defaults sl = 0.5, T = 2)."""
+    log_p = F.log_softmax(logits, dim=1)
+    sce = -(F.softmax(zs_logits / T, dim=1) * log_p).sum(1).mean()
+    return sl * sce + (1 - sl) * F.nll_loss(log_p, torch.as_tensor(labels))
+
+
+def real_filter(f_syn: torch.Tensor, y_syn, f_shots: torch.Tensor, y_shots) -> torch.Tensor:
+    """RF: drop a synthetic image whose nearest real shot (cosine) belongs to another class."""
+    nearest = torch.as_tensor(y_shots)[(f_syn @ f_shots.T).argmax(1)]
+    return nearest == torch.as_tensor(y_syn)
+
+
+class Head(torch.nn.Module):
+    """Linear classifier on normalised features, initialised from the zero-shot head ``scale * W``."""
+
+    def __init__(self, W: torch.Tensor, scale: float):
+        super().__init__()
+        self.linear = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            self.linear.weight.copy_(scale * W)
+            self.linear.bias.zero_()
+
+    def forward(self, f):
+        return self.linear(f)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    return torch.randperm(n, generator=gen).split(batch_size)
+
+
+def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn", sl: float = 0.0,
+               T: float = 2.0, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-4,
+               batch_size: int = 128, real_batch_size: int = 32, seed: int = 0, init: Head | None = None):
+    """Train a :class:`Head` and keep the epoch best on ``val``; returns ``(head, Fit)``.
+
+    ``syn = (f, y, zs_logits)`` synthetic features (``zs_logits`` needed when ``sl > 0``), ``real = (f, y)``
+    real shots, ``val = (f, y)``.  ``mode``: ``"syn"`` or ``"real"`` (one source), ``"mix"`` (every step a
+    synthetic batch of ``batch_size`` and a real batch of ``real_batch_size``; SCE on synthetic only),
+    ``"syn_real"`` / ``"real_syn"`` (phase-wise: the second phase starts from the first's best epoch).
+    ``init``: start from this head instead of the zero-shot one.
+    """
+    modes = ("syn", "real", "mix", "syn_real", "real_syn")
+    if mode not in modes:
+        raise ValueError(f"training mode {mode!r}; accepted: {', '.join(modes)}")
+    if mode in ("syn_real", "real_syn"):
+        first, second = mode.split("_")
+        head, fit1 = train_head(W, scale, syn, real, val, first, sl, T, epochs, lr, weight_decay, batch_size,
+                                real_batch_size, seed)
+        head2, fit2 = train_head(W, scale, syn, real, val, second, sl, T, epochs, lr, weight_decay, batch_size,
+                                 real_batch_size, seed, init=head)
+        return head2, Fit(fit2.best_epoch, fit2.val_accuracy, fit1.history + fit2.history,
+                          fit1.seconds + fit2.seconds, 2 * epochs)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = copy.deepcopy(init) if init is not None else Head(W, scale)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    best, history, t0 = (-1.0, None, -1), [], time.perf_counter()
+
+    def syn_loss(idx):
+        f, y, zs = syn
+        lg = head(f[idx])
+        return soft_target_loss(lg, zs[idx], y[idx], sl, T) if sl > 0 else F.cross_entropy(lg, y[idx])
+
+    for epoch in range(epochs):
+        head.train()
+        if mode == "real":
+            for idx in _batches(len(real[1]), real_batch_size, gen):
+                loss = F.cross_entropy(head(real[0][idx]), real[1][idx])
+                opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+        else:
+            for idx in _batches(len(syn[1]), batch_size, gen):
+                loss = syn_loss(idx)
+                if mode == "mix":
+                    r = torch.randint(0, len(real[1]), (real_batch_size,), generator=gen)
+                    loss = loss + F.cross_entropy(head(real[0][r]), real[1][r])
+                opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+        head.eval()
+        with torch.no_grad():
+            acc = accuracy(head(val[0]), val[1])
+        history.append(acc)
+        if acc > best[0]:
+            best = (acc, copy.deepcopy(head.state_dict()), epoch)
+    head.load_state_dict(best[1])
+    return head, Fit(best[2], best[0], history, time.perf_counter() - t0, epochs)
+
+
+def split_holdout(n: int, labels, frac: float = 0.2, seed: int = 0):
+    """Class-stratified ``(train_idx, holdout_idx)`` of ``n`` synthetic images: in the zero-shot setting
+    epochs are chosen on held-out *synthetic* images, since no labelled real image may be used."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    hold = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, int(frac * (labels == c).sum()))]
+                           for c in np.unique(labels)])
+    mask = np.zeros(n, bool)
+    mask[hold] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: int = 16,
+                       guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0) -> dict:
+    """How often a generated image is recognised as its prompt's class: by a linear probe trained on real
+    photo features (C on validation) and by the zero-shot head, per class, for class-name prompts
+    ("a photo of a hexagon.") and for prompts in the generator's caption vocabulary (its synonyms for
+    the never-named classes), plus the zero-shot rate per domain word of the prompt."""
+    from . import features, heads, prompts as P
+
+    clip = clip or pipe.clip
+    classes = world.TASKS[task].classnames
+    S = features.load_splits(clip, task, ("photo",), splits=("train", "val"), progress=False)
+    probe = heads.linear_probe(*S["train", "photo"], *S["val", "photo"])
+    W = heads.zero_shot_head(clip, classes, P.PHOTO)
+    scale = heads.logit_scale(clip)
+    y = np.repeat(np.arange(len(classes)), per_class)
+    out = {"task": task, "per_class": per_class, "guidance_scale": guidance_scale,
+           "num_inference_steps": num_inference_steps}
+    vocab = {"class_names": [f"a photo of {world.article(c)} {c}." for c in classes],
+             "caption_vocabulary": [f"a photo of {world.article(n)} {n}." for n in
+                                    (world.CAPTION_NAMES[c][0] for c in classes)]}
+    for name, ps in vocab.items():
+        imgs = pipe(ps, num_images_per_prompt=per_class, guidance_scale=guidance_scale,
+                    num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
+        f = clip.encode_images(imgs)
+        pp, pz = probe.predict(f).numpy(), heads.logits(f, W, scale).argmax(1).numpy()
+        out[name] = {"probe": float((pp == y).mean()), "zero_shot": float((pz == y).mean()),
+                     "probe_per_class": {c: float((pp[y == i] == i).mean()) for i, c in enumerate(classes)},
+                     "zero_shot_per_class": {c: float((pz[y == i] == i).mean()) for i, c in enumerate(classes)}}
+    out["zero_shot_by_domain_word"] = {}
+    for d, (word, _) in world.DOMAIN_WORDS.items():
+        ps = [f"{world.article(word)} {word} of {world.article(n)} {n}." for n in
+              (world.CAPTION_NAMES[c][0] for c in classes)]
+        imgs = pipe(ps, num_images_per_prompt=max(1, per_class // 4), guidance_scale=guidance_scale,
+                    num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
+        yy = np.repeat(np.arange(len(classes)), max(1, per_class // 4))
+        out["zero_shot_by_domain_word"][d] = float(
+            (heads.logits(clip.encode_images(imgs), W, scale).argmax(1).numpy() == yy).mean())
+    return out

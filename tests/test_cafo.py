@@ -1,0 +1,133 @@
+"""CaFo (Zhang et al. 2023): fusion, identities with zero-shot and Tip-Adapter, expansion, DINO build."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmcls_lib import backbones, cafo, features, heads, prompts, tip_adapter, world
+from fmcls_lib.pretrain import dino
+
+
+def _toy(seed=0, n=30, c=5, d=16):
+    g = torch.Generator().manual_seed(seed)
+    keys = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    y = torch.arange(n) % c
+    f = F.normalize(torch.randn(20, d, generator=g), dim=-1)
+    W = F.normalize(torch.randn(c, d, generator=g), dim=-1)
+    return keys, y, f, W
+
+
+def test_fusion_weights_sum_to_one_and_favour_the_cache_that_matches_zero_shot():
+    g = torch.Generator().manual_seed(0)
+    zs = torch.randn(50, 6, generator=g)
+    like = zs + 0.1 * torch.randn(50, 6, generator=g)
+    unlike = torch.randn(50, 6, generator=g)
+    w = cafo.fusion_weights(zs, [unlike, like])
+    torch.testing.assert_close(w.sum(1), torch.ones(50))
+    assert (w[:, 1] > w[:, 0]).float().mean() > 0.9
+
+
+def test_alpha_zero_is_zero_shot():
+    keys, y, f, W = _toy()
+    model = cafo.CaFo(W, [tip_adapter.build_cache(keys, y, 5)] * 2, alpha=0.0, beta=3.0, scale=20.0)
+    torch.testing.assert_close(model.logits([f, f]), 20.0 * f @ W.T)
+
+
+def test_one_cache_with_the_slide_fusion_is_tip_adapter():
+    keys, y, f, W = _toy()
+    cache = tip_adapter.build_cache(keys, y, 5)
+    model = cafo.CaFo(W, [cache], alpha=1.7, beta=4.0, fusion="slide", scale=20.0)
+    torch.testing.assert_close(model.logits([f]), tip_adapter.logits(f, cache, W, 1.7, 4.0, scale=20.0))
+    # the official fusion z-scores the one cache: Tip-Adapter's cache logits, standardised per row
+    zs, (p,) = model.parts([f])
+    torch.testing.assert_close(cafo.logits(zs, [p], 1.7), zs + 1.7 * (p - p.mean(1, keepdim=True)) / p.std(1, keepdim=True))
+
+
+def test_fusion_variants_match_their_definitions():
+    g = torch.Generator().manual_seed(1)
+    zs, a, b = (torch.randn(8, 4, generator=g) for _ in range(3))
+    z = cafo.zscore
+    torch.testing.assert_close(cafo.fuse(zs, [a, b], "average"), (z(a) + z(b)) / 2)
+    torch.testing.assert_close(cafo.fuse(zs, [a, b], "max"), torch.maximum(z(a), z(b)))
+    w = torch.softmax(torch.stack([(z(a) * z(a)).sum(1), (z(b) * z(a)).sum(1)], 1), 1)
+    torch.testing.assert_close(cafo.fuse(zs, [a, b], "clip_based"), w[:, :1] * z(a) + w[:, 1:] * z(b))
+    with pytest.raises(ValueError, match="accepted"):
+        cafo.fuse(zs, [a, b], "median")
+
+
+def test_search_picks_the_best_validation_pair():
+    keys, y, f, W = _toy()
+    yv = torch.arange(20) % 5
+    model = cafo.CaFo(W, [tip_adapter.build_cache(keys, y, 5)] * 2, 1.0, 1.0, scale=20.0)
+    betas, alphas = torch.tensor([0.5, 2.0, 6.0]), torch.tensor([0.0, 0.5, 1.0, 4.0])
+    cafo.search(model, [f, f], yv, betas, alphas)
+    brute = max(heads.accuracy(cafo.CaFo(W, model.caches, float(a), float(b), scale=20.0).logits([f, f]), yv)
+                for b in betas for a in alphas)
+    assert model.val_accuracy == pytest.approx(brute)
+    assert heads.accuracy(model.logits([f, f]), yv) == pytest.approx(brute)
+
+
+def test_expansion_adds_exactly_k_prime_labelled_images_per_class(micro_pipe):
+    x = world.render_many(world.pretrain_scenes(6))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    xe, ye, gen = cafo.expand(x, y, micro_pipe, ["circle", "ring", "square"], k_prime=2, num_inference_steps=3,
+                              progress=False)
+    assert len(xe) == 6 + 3 * 2 and np.array_equal(xe[:6], x) and gen.sum() == 6
+    assert np.bincount(ye[gen]).tolist() == [2, 2, 2] and np.array_equal(ye[:6], y)
+    assert cafo.expand(x, y, micro_pipe, ["circle", "ring", "square"], k_prime=0)[0] is x
+
+
+def test_cafo_fit_end_to_end_on_micro_models(micro, micro_dino, micro_splits):
+    from fmcls_lib import data
+    W = heads.zero_shot_head(micro, world.SHAPES, prompts.PHOTO)
+    tr, va = data.load("world/shapes", "train", "photo"), data.load("world/shapes", "val", "photo")
+    idx = data.few_shot(tr.labels, 2, 0)
+    views = [features.image_features(bb, tr, progress=False)[idx] for bb in (micro, micro_dino)]
+    val = [features.image_features(bb, va, progress=False) for bb in (micro, micro_dino)]
+    grid = (torch.tensor([1.0, 5.0]), torch.tensor([0.0, 1.0, 3.0]))
+    m = cafo.fit(views, tr.labels[idx], W, val, va.labels, finetune=True, epochs=2, grid=grid,
+                 scale=heads.logit_scale(micro))
+    assert m.fit.epochs == 2 and len(m.keys) == 2 and m.keys[1].shape[1] == val[1].shape[1]
+    assert m.val_accuracy == pytest.approx(cafo.accuracy_of(m, val, va.labels))
+
+
+def test_dino_build_is_deterministic(tmp_path):
+    a = dino.build("micro-dino", tmp_path / "a", progress=False)
+    b = dino.build("micro-dino", tmp_path / "b", progress=False)
+    assert a["sha256"] == b["sha256"] and a["history"][-1]["knn_shapes_val"] >= 0
+
+
+def test_dino_loss_is_the_cross_entropy_over_different_views():
+    g = torch.Generator().manual_seed(0)
+    s = [torch.randn(4, 7, generator=g) for _ in range(3)]
+    t = [torch.randn(4, 7, generator=g) for _ in range(2)]
+    c = torch.randn(7, generator=g)
+    pairs = [(0, 1), (0, 2), (1, 0), (1, 2)]
+    want = sum(-(F.softmax((t[i] - c) / 0.04, -1) * F.log_softmax(s[j] / 0.1, -1)).sum(-1).mean()
+               for i, j in pairs) / 4
+    torch.testing.assert_close(dino.dino_loss(s, t, c, 0.1, 0.04), want)
+
+
+def test_ssl_backbone_features_and_offline_error(micro_dino):
+    x = world.render_many(world.pretrain_scenes(3))
+    f = micro_dino.encode_images(x)
+    assert f.shape[0] == 3 and torch.allclose(f.norm(dim=-1), torch.ones(3))
+    assert micro_dino.id.startswith("ssl:micro-dino@")
+    with pytest.raises(backbones.OfflineModelError, match="local Hugging Face cache"):
+        backbones.load_ssl("vit_small_patch16_224.dino", device="cpu")
+    with pytest.raises(KeyError, match="accepted"):
+        backbones.load_ssl("not_a_model")
+
+
+def test_descriptions_head_and_real_path_json(micro, tmp_path):
+    d = prompts.descriptions("world/shapes")
+    W = heads.description_head(micro, world.SHAPES, d)
+    assert W.shape[0] == 12 and torch.allclose(W.norm(dim=-1), torch.ones(12))
+    p = tmp_path / "cupl.json"
+    p.write_text('{"circle": ["a round thing."]}')
+    assert prompts.load_descriptions(p) == {"circle": ("a round thing.",)}
+    p.write_text('{"circle": []}')
+    with pytest.raises(ValueError, match="expected"):
+        prompts.load_descriptions(p)
+    with pytest.raises(KeyError, match="accepted"):
+        heads.description_head(micro, ["circle", "blob"], d)
