@@ -223,7 +223,7 @@ class SSLBackbone:
         if isinstance(images, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
             if x.shape[-1] != self.image_size:
-                x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False)
+                x = torch.nn.functional.interpolate(x, size=self.image_size, mode="area")  # as in training
             return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
         return torch.stack([self.preprocess(im) for im in images])
 
@@ -272,7 +272,7 @@ def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | No
         model = dino.encoder(dino.RECIPES[name])
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(path).items()})
-        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, 32, sha, dev)
+        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, dino.RECIPES[name].res, sha, dev)
     import timm
     model, sha = _timm_offline(name, checkpoint)
     cfg = timm.data.resolve_data_config({}, model=model)

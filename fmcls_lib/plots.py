@@ -12,10 +12,14 @@ import seaborn as sns
 from .results import FIGURES
 
 sns.set_theme(style="whitegrid", context="notebook")
-_palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+_palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9) \
+    + sns.color_palette("Paired", 12)
 METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "tip_adapter_f", "cafo", "lc_ft",
            "e2e_ft", "uniform_soup", "greedy_soup", "learned_soup", "ensemble", "greedy_ensemble",
-           "best_individual", "ema", "swa")
+           "best_individual", "ema", "swa",
+           # synthetic data (lesson 03) and CaFo's ablations (lesson 04)
+           "b_ce", "b_sce", "le_ce", "le_sce", "le_cf_ce", "le_cf_sce", "real", "mix", "syn_real", "real_syn",
+           "rf", "rg", "dino_cache", "clip_cache", "cafo_f")
 METHOD_COLORS = dict(zip(METHODS, _palette))
 LABELS = {m: m.replace("_", " ").replace("ft", "FT") for m in METHODS}
 LABELS.update(zero_shot="zero-shot", linear_probe="linear probe", tip_adapter_f="Tip-Adapter-F",

@@ -245,3 +245,164 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
         out["zero_shot_by_domain_word"][d] = float(
             (heads.logits(clip.encode_images(imgs), W, scale).argmax(1).numpy() == yy).mean())
     return out
+
+
+# ----------------------------------------------------------------------------- the lesson's studies
+
+def _test_accuracy(head, S, domains):
+    from .heads import accuracy_by_domain
+    with torch.no_grad():
+        acc = accuracy_by_domain(head, S, domains)
+    shifts = [d for d in acc if d != "photo"]
+    if shifts:
+        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
+    return acc
+
+
+def synthetic_set(clip, pipe, classnames, strategy: str, per_class: int, guidance_scale: float = 4.0,
+                  num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> dict:
+    """Generate ``per_class`` images per class with prompts B or LE; returns images, labels, CLIP
+    features and the zero-shot logits of the generated images (for CF and SCE)."""
+    from . import data, features, heads, prompts
+    if strategy == "b":
+        p, y = basic_prompts(classnames)
+        imgs, y = generate(pipe, p, y, per_class, guidance_scale, num_inference_steps, seed, progress)
+    elif strategy == "le":
+        p, y = enhanced_prompts(classnames, per_class, seed)
+        imgs, y = generate(pipe, p, y, 1, guidance_scale, num_inference_steps, seed, progress)
+    else:
+        raise ValueError(f"prompt strategy {strategy!r}; accepted: b, le")
+    f = features.image_features(clip, data.from_arrays(imgs, y, classnames), progress=False)
+    W = heads.zero_shot_head(clip, classnames, prompts.PHOTO)
+    return {"images": imgs, "y": torch.as_tensor(y), "f": f, "zs": heads.logits(f, W, heads.logit_scale(clip))}
+
+
+def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, cf_min_per_class: int = 4,
+                    seed: int = 0) -> tuple[dict, dict]:
+    """Table-2 analogue: heads trained on synthetic features only (B / LE / LE+CF, each with CE and SCE),
+    initialised from the zero-shot head; epochs chosen on held-out *synthetic* images (no real label is
+    used).  Returns ``(accuracy[method][domain], info)`` with methods ``zero_shot``, ``b_ce`` ... ``le_cf_sce``."""
+    acc = {"zero_shot": _test_accuracy(lambda f: scale * f @ W.T, S, domains)}
+    info = {}
+    for name, src in (("b", "b"), ("le", "le"), ("le_cf", "le")):
+        s = sets[src]
+        keep = clip_filter(s["zs"], s["y"], cf_min_per_class) if name == "le_cf" else torch.ones(len(s["y"]), dtype=torch.bool)
+        idx = torch.nonzero(keep).flatten().numpy()
+        tr, ho = split_holdout(len(idx), s["y"][idx].numpy(), seed=seed)
+        tr, ho = idx[tr], idx[ho]
+        info[name] = {"kept": int(keep.sum()), "total": len(keep)}
+        for loss, sl in (("ce", 0.0), ("sce", 0.5)):
+            head, fit = train_head(W, scale, syn=(s["f"][tr], s["y"][tr], s["zs"][tr]),
+                                   val=(s["f"][ho], s["y"][ho]), mode="syn", sl=sl, epochs=epochs, seed=seed)
+            acc[f"{name}_{loss}"] = _test_accuracy(head, S, domains)
+            info[name][f"{loss}_best_epoch"] = fit.best_epoch
+    return acc, info
+
+
+def zero_shot_task(clip, pipe, task: str, domains, per_class: int, epochs: int = 30, guidance_scale: float = 4.0,
+                   num_inference_steps: int = 25, seed: int = 0):
+    """One task of the Table-2 analogue end to end: B and LE sets, then :func:`zero_shot_study`.
+    Returns ``(sets, accuracy[method][domain], info)``."""
+    from . import data, features, heads, prompts
+    S = features.load_splits(clip, task, domains)
+    names = data.load(task).classnames
+    W = heads.zero_shot_head(clip, names, prompts.PHOTO)
+    sets = {s: synthetic_set(clip, pipe, names, s, per_class, guidance_scale, num_inference_steps, seed)
+            for s in ("b", "le")}
+    acc, info = zero_shot_study(S, W, heads.logit_scale(clip), sets, domains, epochs, seed=seed)
+    return sets, acc, info
+
+
+def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, images_train=None,
+                   classnames=None, clip=None, epochs: int = 30, rg_per_class: int = 16, guidance_scale=4.0,
+                   num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> dict:
+    """Few-shot setting, every choice on real photo validation.  Per shot count: real shots only, and
+    real + synthetic (``syn``: the LE+CF set) trained by mix training (SCE on synthetic) or phase-wise
+    (syn->real, real->syn).  At the largest shot count also Real Filtering and Real Guidance (Table 5).
+    Returns ``accuracy[method][shots][domain]``."""
+    from . import data, features
+    from .data import few_shot
+    f_tr, y_tr = S["train", "photo"]
+    val = S["val", "photo"]
+    syn_all = (syn["f"], syn["y"], syn["zs"])
+    out = {m: {} for m in ("real", "mix", "syn_real", "real_syn", "rf", "rg")}
+    for k in tqdm(list(shots), disable=not progress, desc="shots"):
+        idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
+        real = (f_tr[idx], y_tr[idx])
+        for mode, key in (("real", "real"), ("mix", "mix"), ("syn_real", "syn_real"), ("real_syn", "real_syn")):
+            head, _ = train_head(W, scale, syn=syn_all, real=real, val=val, mode=mode, sl=0.5, epochs=epochs,
+                                 seed=seed)
+            out[key][k] = _test_accuracy(head, S, domains)
+        if k != max(shots):
+            continue
+        keep = real_filter(syn["f"], syn["y"], *real)
+        head, _ = train_head(W, scale, syn=tuple(t[keep] for t in syn_all), real=real, val=val, mode="mix",
+                             sl=0.5, epochs=epochs, seed=seed)
+        out["rf"][k] = _test_accuracy(head, S, domains)
+        out["rf_kept"] = float(keep.float().mean())
+        if pipe is not None:
+            per = max(1, rg_per_class // k)
+            imgs, ys = real_guidance(pipe, images_train[idx.numpy()], y_tr[idx].numpy(), classnames, per,
+                                     RG_STRENGTH.get(k, 0.15), guidance_scale, num_inference_steps, seed, progress)
+            f = features.image_features(clip, data.from_arrays(imgs, ys, classnames), progress=False)
+            rg = (f, torch.as_tensor(ys), scale * f @ W.T)
+            head, _ = train_head(W, scale, syn=rg, real=real, val=val, mode="mix", sl=0.5, epochs=epochs, seed=seed)
+            out["rg"][k] = _test_accuracy(head, S, domains)
+    return out
+
+
+def frozen_bn_study(clip, W, X, train_sets: dict, epochs: int = 5, lr: float = 1e-4, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Table-6 analogue: end-to-end fine-tuning of the BatchNorm image tower from the zero-shot
+    classifier, with BatchNorm statistics frozen (eval mode) or updated, on each training set
+    (``name -> (model-ready images, labels)``); epoch on real photo validation.  ``X``: as from
+    :func:`fmcls_lib.finetune.load_images`.  Returns ``{name: {"frozen" | "updated": accuracy per domain}}``."""
+    from . import finetune
+    out = {}
+    for name, (x, y) in train_sets.items():
+        out[name] = {}
+        for freeze in (True, False):
+            model = finetune.from_zero_shot(clip, W)
+            r = finetune.Recipe(epochs=epochs, lr=lr, batch_size=32, freeze_bn=freeze, seed=seed, warmup_steps=5)
+            finetune.finetune(model, r, x, y, *X["val", "photo"], progress=progress)
+            logits = {d: finetune.predict(model, X["test", d][0]) for d in [d for (s, d) in X if s == "test"]}
+            out[name]["frozen" if freeze else "updated"] = finetune.accuracies(
+                logits, {d: X["test", d][1] for d in logits})
+    return out
+
+
+def tuned_fraction_study(clip, W, x, y, x_val, y_val, X, fractions=(0.0, 0.1, 0.3, 1.0), epochs: int = 5,
+                         lr: float = 1e-4, seed: int = 0, progress: bool = True) -> dict:
+    """Table-3 analogue: share of parameters tuned vs accuracy.  ``0.0`` trains the classifier only
+    (linear classifier, encoder frozen); otherwise the last ``fraction`` of the image tower's parameter
+    tensors train with it (BatchNorm frozen).  Returns ``{fraction: {"tuned_share", photo/... accuracy}}``."""
+    from . import finetune
+    out = {}
+    for frac in fractions:
+        model = finetune.from_zero_shot(clip, W)
+        r = finetune.Recipe(mode="lc" if frac == 0 else "e2e", train_fraction=frac or 1.0,
+                            epochs=epochs, lr=lr if frac else 1e-3, batch_size=32, freeze_bn=True, seed=seed,
+                            warmup_steps=5)
+        share = finetune.trainable_parameters(model, r) / sum(p.numel() for p in model.parameters())
+        finetune.finetune(model, r, x, y, x_val, y_val, progress=progress)
+        logits = {d: finetune.predict(model, X["test", d][0]) for d in [d for (s, d) in X if s == "test"]}
+        out[frac] = {"tuned_share": share, **finetune.accuracies(logits, {d: X["test", d][1] for d in logits})}
+    return out
+
+
+def real_vs_synthetic_probe(S, syn: dict, counts, seed: int = 0) -> dict:
+    """Pre-training analogue at probe scale: a linear probe (C on real validation) trained on ``n``
+    synthetic vs ``n`` real photo images per class, scored on real photo test."""
+    from .data import few_shot
+    from .heads import linear_probe
+    f_tr, y_tr = S["train", "photo"]
+    f_te, y_te = S["test", "photo"]
+    out = {"real": {}, "synthetic": {}}
+    for n in counts:
+        for name, (f, y) in (("real", (f_tr, y_tr)), ("synthetic", (syn["f"], syn["y"]))):
+            if np.bincount(y.numpy()).min() < n:
+                continue
+            idx = torch.as_tensor(few_shot(y.numpy(), n, seed))
+            p = linear_probe(f[idx], y[idx], *S["val", "photo"])
+            out[name][n] = accuracy(p.logits(f_te), y_te)
+    return out
