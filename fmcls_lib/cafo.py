@@ -87,7 +87,7 @@ def logits(zs: torch.Tensor, caches: list, alpha: float, fusion: str = "adaptive
 @dataclass
 class CaFo:
     W: torch.Tensor
-    caches: list  # [Cache of CLIP features, Cache of DINO features] (or just CLIP's)
+    caches: list  # [Cache of CLIP features, Cache of DINO features] (or one of them)
     alpha: float
     beta: float
     fusion: str = "adaptive"
@@ -95,12 +95,15 @@ class CaFo:
     scale: float = LOGIT_SCALE
     fit: Fit | None = None
     val_accuracy: float | None = None
+    sources: tuple | None = None  # which entry of ``feats`` each cache reads (default: 0, 1, ...)
 
     def parts(self, feats: list) -> tuple[torch.Tensor, list]:
-        """``(p_ZS, [p_CLIP, p_DINO])`` for ``feats = [f_CLIP, f_DINO]``."""
+        """``(p_ZS, [p_CLIP, p_DINO])`` for ``feats = [f_CLIP, f_DINO]`` (``feats[0]`` is always CLIP's:
+        the zero-shot term needs it even when only the DINO cache is used)."""
         keys = self.keys or [c.keys for c in self.caches]
+        src = self.sources or range(len(self.caches))
         zs = self.scale * feats[0] @ self.W.T
-        return zs, [cache_logits(f, k, c.values, self.beta) for f, k, c in zip(feats, keys, self.caches)]
+        return zs, [cache_logits(feats[i], k, c.values, self.beta) for i, k, c in zip(src, keys, self.caches)]
 
     def logits(self, feats: list) -> torch.Tensor:
         zs, caches = self.parts(feats)
@@ -134,15 +137,17 @@ class _LearnableKeys(torch.nn.Module):
 
 def fit(views: list, y_train, W, feats_val: list, y_val, fusion: str = "adaptive", finetune: bool = False,
         epochs: int = 20, lr: float = 1e-3, init_alpha: float = 1.0, init_beta: float = 1.0, grid=None,
-        scale: float = LOGIT_SCALE, seed: int = 0) -> CaFo:
+        scale: float = LOGIT_SCALE, seed: int = 0, sources=None) -> CaFo:
     """CaFo with caches on ``views = [CLIP views, DINO views]`` (each ``[E, N, D]`` augmented features of
-    the expanded set, or ``[N, D]``).  With ``finetune`` both caches' keys train (the epoch chosen on
-    validation), then (alpha, beta) are searched on validation."""
-    caches = [build_cache(v, y_train, W.shape[0]) for v in views]
-    model = CaFo(W, caches, init_alpha, init_beta, fusion, scale=scale)
+    the expanded set, or ``[N, D]``); ``sources`` picks which of them get a cache (default: all).  With
+    ``finetune`` the caches' keys train (the epoch chosen on validation), then (alpha, beta) are searched
+    on validation."""
+    sources = tuple(sources) if sources is not None else tuple(range(len(views)))
+    caches = [build_cache(views[i], y_train, W.shape[0]) for i in sources]
+    model = CaFo(W, caches, init_alpha, init_beta, fusion, scale=scale, sources=sources)
     if finetune:
         learn = _LearnableKeys(caches)
-        dims = [c.keys.shape[1] for c in caches]
+        dims = [v.shape[-1] for v in views]
         stacked = torch.cat([v if v.ndim == 3 else v[None] for v in views], dim=-1)
         val = torch.cat(feats_val, dim=-1)
 
@@ -158,3 +163,73 @@ def fit(views: list, y_train, W, feats_val: list, y_val, fusion: str = "adaptive
 def accuracy_of(model: CaFo, feats: list, y) -> float:
     with torch.no_grad():
         return accuracy(model.logits(feats), y)
+
+
+# ----------------------------------------------------------------------------- the lesson's experiments
+
+@dataclass
+class Bank:
+    """Everything CaFo's experiments index: per encoder, val/test features per domain and augmented
+    views of the full real train split and of the generated images (``k_prime_max`` per class)."""
+    S: dict  # encoder -> {(split, domain): (f, y)}
+    views: dict  # encoder -> [E, N_train, D]
+    gen_views: dict  # encoder -> [E, C * k_prime_max, D]
+    gen_images: np.ndarray
+    gen_labels: np.ndarray
+    y_train: torch.Tensor
+    k_prime_max: int
+
+
+def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, augment_epochs: int = 10,
+         guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> Bank:
+    """Features for every experiment, cached on disk: ``encoders`` maps ``"clip"`` / ``"dino"`` to backbones."""
+    from . import data, features, synthetic
+    train = data.load(task, "train", "photo")
+    classnames = train.classnames
+    S, views, gviews = {}, {}, {}
+    if k_prime_max:
+        p, y = synthetic.basic_prompts(classnames)
+        gimg, gy = synthetic.generate(pipe, p, y, k_prime_max, guidance_scale, num_inference_steps, seed, progress)
+    else:
+        gimg, gy = np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64)
+    for name, bb in encoders.items():
+        S[name] = features.load_splits(bb, task, domains, splits=("val", "test"), progress=progress)
+        views[name] = features.augmented_features(bb, train, augment_epochs, seed, progress=progress)
+        gviews[name] = (features.augmented_features(bb, data.from_arrays(gimg, gy, classnames), augment_epochs,
+                                                    seed, progress=progress) if len(gy) else None)
+    return Bank(S, views, gviews, gimg, gy, torch.as_tensor(train.labels), k_prime_max)
+
+
+def _expanded_views(b: Bank, enc: str, shots: int, k_prime: int, seed: int):
+    from .data import few_shot
+    idx = torch.as_tensor(few_shot(b.y_train.numpy(), shots, seed))
+    v, y = b.views[enc][:, idx], b.y_train[idx]
+    if k_prime:
+        if k_prime > b.k_prime_max:
+            raise ValueError(f"k_prime={k_prime} but the bank holds {b.k_prime_max} generated images per class")
+        g = torch.as_tensor(np.flatnonzero(np.arange(len(b.gen_labels)) % b.k_prime_max < k_prime))
+        v, y = torch.cat([v, b.gen_views[enc][:, g]], 1), torch.cat([y, torch.as_tensor(b.gen_labels)[g]])
+    return v, y
+
+
+def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fusion: str = "adaptive",
+        finetune: bool = True, epochs: int = 20, grid=None, scale: float = LOGIT_SCALE, seed: int = 0,
+        domains=None) -> tuple[dict, CaFo, float]:
+    """One CaFo configuration: caches of ``encoders`` on K real shots + ``k_prime`` generated images per
+    class, text classifier ``W``; everything selected on photo validation.  Returns
+    ``(test accuracy per domain, model, seconds)``."""
+    import time
+    t0 = time.perf_counter()
+    names = ("clip", "dino")  # the zero-shot term always needs CLIP's features: feats[0]
+    vs = [_expanded_views(b, e, shots, k_prime, seed) for e in names]
+    feats = lambda split, d: [b.S[e][split, d][0] for e in names]  # noqa: E731
+    y_val = b.S["clip"]["val", "photo"][1]
+    model = fit([v for v, _ in vs], vs[0][1], W, feats("val", "photo"), y_val, fusion=fusion, finetune=finetune,
+                epochs=epochs, grid=grid, scale=scale, seed=seed, sources=[names.index(e) for e in encoders])
+    seconds = time.perf_counter() - t0
+    doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
+    acc = {d: accuracy_of(model, feats("test", d), b.S["clip"]["test", d][1]) for d in doms}
+    shifts = [d for d in acc if d != "photo"]
+    if shifts:
+        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
+    return acc, model, seconds
