@@ -101,7 +101,10 @@ def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=
     figures = FIGURES if param_set == "full" else out_dir / "figures"  # only full runs refresh figures/
     os.environ["FMCLS_FIGURES"] = str(figures)  # the lessons' kernels inherit it
     t0 = time.time()
-    backbones.load_clip("tiny")  # builds into the cache only if the shipped copy is missing/corrupt
+    # each builds into the cache only if the shipped copy is missing or corrupt
+    backbones.load_clip("tiny")
+    backbones.load_generator("tiny")
+    backbones.load_ssl("tiny-dino")
     timings = {}
     todo = [les for les in lessons() if only is None or les in only]
     for lesson in tqdm(todo, desc=f"course ({param_set})", unit="lesson"):

@@ -131,3 +131,14 @@ def test_descriptions_head_and_real_path_json(micro, tmp_path):
         prompts.load_descriptions(p)
     with pytest.raises(KeyError, match="accepted"):
         heads.description_head(micro, ["circle", "blob"], d)
+
+
+def test_a_dino_only_cache_still_takes_zero_shot_from_clip():
+    keys, y, f, W = _toy()
+    g = torch.Generator().manual_seed(5)
+    fd, kd = F.normalize(torch.randn(20, 8, generator=g), dim=-1), F.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    m = cafo.fit([keys, kd], y, W, [f, fd], torch.arange(20) % 5, sources=[1],
+                 grid=(torch.tensor([2.0]), torch.tensor([0.0, 1.0])), scale=20.0)
+    zs, (p,) = m.parts([f, fd])
+    torch.testing.assert_close(zs, 20.0 * f @ W.T)
+    torch.testing.assert_close(p, cafo.cache_logits(fd, kd, m.caches[0].values, m.beta))

@@ -86,3 +86,38 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
     assert c["uniform_soup_beats_best_individual_test"]["holds"] == (m["uniform_soup"]["photo"] > m["best_individual"]["photo"])
     assert "some_learning_rate_pair_soup_beats_its_range" in c
     assert (Path(results.FIGURES) / "06_soups_and_landscapes_lr_grid.png").exists()
+
+
+def test_lesson_03_with_other_task_on_micro_models(tmp_path):
+    params = {"backbone": "micro", "generator": "micro", "task": "world/colors", "second_task": "world/shapes",
+              "smoke": True, "interactive": False}
+    out = course.run_lesson("03_synthetic_data", course.resolve_params("03_synthetic_data", None, params), tmp_path,
+                            progress=False)
+    rec = results.read("03_synthetic_data")
+    m, c = rec["metrics"], rec["claims"]
+    assert rec["params"]["task"] == "world/colors"
+    for method in ("zero_shot", "b_ce", "b_sce", "le_ce", "le_sce", "le_cf_ce", "le_cf_sce"):
+        assert set(m[method]) == {"photo", "sketch", "painting", "pixel", "ood"}
+        assert f"world/shapes:{method}" in m
+    assert c["sce_beats_ce"]["holds"] == (sum(m[f"{v}_sce"]["photo"] for v in ("b", "le", "le_cf"))
+                                          > sum(m[f"{v}_ce"]["photo"] for v in ("b", "le", "le_cf")))
+    assert c["synthetic_helps_few_shot"]["holds"] == (m["few_shot_mix_shots"]["4"] > m["few_shot_real_shots"]["4"])
+    assert set(rec["frozen_bn"]) == {"real", "synthetic"}
+    assert 0.0 <= rec["recognition"]["caption_vocabulary"]["probe"] <= 1.0
+    nb = json.loads(Path(out).read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_lesson_04_with_other_shots_on_micro_models(tmp_path):
+    params = {"backbone": "micro", "ssl": "micro-dino", "generator": "micro", "shots": [2, 4], "k_prime": 1,
+              "k_primes": [1, 2], "augment_epochs": 2, "train_epochs": 2, "search_step": [20, 10],
+              "inference_steps": 3, "interactive": False}
+    course.run_lesson("04_cafo", course.resolve_params("04_cafo", None, params), tmp_path, progress=False)
+    rec = results.read("04_cafo")
+    m, c = rec["metrics"], rec["claims"]
+    assert rec["params"]["shots"] == [2, 4]
+    assert set(m["cafo_shots"]) == {"2", "4"} and m["cafo"]["photo"] == pytest.approx(m["cafo_shots"]["4"], abs=1e-3)
+    assert set(m["cafo"]) == {"photo", "sketch", "painting", "pixel", "ood"}
+    assert c["cafo_beats_tip_adapter_f"]["holds"] == (m["cafo_shots"]["4"] > m["tip_adapter_f_shots"]["4"])
+    assert set(rec["table5"]) == {"adaptive", "average", "max", "clip_based", "dino_based", "slide"}
+    assert set(rec["table6"]) == {"0", "1", "2"}

@@ -8,13 +8,14 @@ Deviations from the paper, for a 2-core CPU budget (FIELD_NOTES.md): the encoder
 BatchNorm conv tower (timm ``fmcls_convnet_tiny``) behind a fixed Sobel stem (:class:`SobelStem`)
 instead of a ViT, because at this size it learns
 shape far faster; it works at 16 px (four times cheaper per image than 32 px, so four times more
-epochs in the same time; shapes stay recognisable); most training images are plain-background renders;
-and every crop gets its hue rotated at random, often grayscale, brightness and contrast
+epochs in the same time; shapes stay recognisable); the two global views are two renderings of the same
+object (like two photographs of it, see ``train``); and every crop gets its hue rotated at random, often grayscale, brightness and contrast
 jitter and sometimes inverted, because in this world colour and size are shortcuts an image-only
 objective takes before shape.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import world
 from . import convnet  # noqa: F401  (registers the conv towers with timm)
 
-TRAIN_CODE_VERSION = 1
+TRAIN_CODE_VERSION = 2
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
@@ -57,9 +58,9 @@ class Recipe:
     teacher_momentum: float = 0.99  # cosine schedule from this to 1
     global_scale: tuple = (0.5, 1.0)
     local_scale: tuple = (0.2, 0.5)
-    clean_fraction: float = 0.7  # share of plain-background renders in the corpus (see train())
+    paired_views: bool = True  # the two global views come from two renderings of one object (see train())
     sobel: bool = True  # a fixed grayscale + Sobel stem in front of the tower (see SobelStem)
-    corpus: int = 60_000
+    corpus: int = 30_000  # objects (each rendered twice when paired_views)
     seed: int = 0
 
 
@@ -106,11 +107,14 @@ def _num_features(enc: nn.Module) -> int:
 
 
 class DINOHead(nn.Module):
-    """MLP -> L2-normalised bottleneck -> weight-normalised prototypes (the paper's projection head)."""
+    """MLP -> L2-normalised bottleneck -> weight-normalised prototypes (the paper's projection head, with
+    BatchNorm in the MLP: the official code's ``use_bn_in_head`` option, which keeps a small conv tower
+    from collapsing to one output early on)."""
 
     def __init__(self, dim: int, hidden: int, bottleneck: int, prototypes: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
                                  nn.Linear(hidden, bottleneck))
         self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, prototypes, bias=False))
         self.last.parametrizations.weight.original0.data.fill_(1.0)
@@ -193,7 +197,7 @@ def knn_accuracy(model: nn.Module, res: int, task: str = "world/shapes", k: int 
     return float((votes.argmax(1) == yv).float().mean())
 
 
-def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None, log_every: int = 250,
+def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None, log_every: int = 200,
           monitor: bool = True):
     """Train the encoder with DINO; returns ``(teacher encoder, history, seconds)``.
 
@@ -202,17 +206,30 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
     """
     from ..cache import atomic_write_bytes
 
-    from .diffusion import render_clean
-
     torch.manual_seed(recipe.seed)
     # Curated data (as DINOv2 curates): most images are the object on a plain background, because on
     # textured, cluttered backgrounds the views of one image are matched by their background first.
-    scenes = world.pretrain_scenes(recipe.corpus)
-    n_clean = int(recipe.clean_fraction * recipe.corpus)
-    images = np.concatenate([np.stack([render_clean(s, world.RES) for s in scenes[:n_clean]]),
-                             world.render_many(scenes[n_clean:])])
-    x_all = F.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255), size=recipe.res,
-                          mode="area")
+    from .. import cache
+
+    def render():
+        # Views of one object: the scene as the corpus has it, and (paired_views) the same object - shape,
+        # colour, size, pose - rendered again with another seed in a random domain: a new background,
+        # clutter and strokes, like a second photograph.  Crops of a single rendering share their
+        # background texture and clutter, and DINO matches views by those before it matches shape.
+        scenes = world.pretrain_scenes(recipe.corpus)
+        a = world.render_many(scenes)
+        if not recipe.paired_views:
+            return torch.from_numpy(np.stack([a, a]))
+        rng = np.random.default_rng(recipe.seed)
+        doms, p = list(world.PRETRAIN_DOMAIN_MIX), list(world.PRETRAIN_DOMAIN_MIX.values())
+        other = [dataclasses.replace(s, seed=int(rng.integers(2**62)), domain=doms[rng.choice(len(doms), p=p)])
+                 for s in scenes]
+        return torch.from_numpy(np.stack([a, world.render_many(other)]))
+
+    images = cache.get_or_compute("corpus", {"kind": "ssl-pairs", "world": world.WORLD_VERSION, "n": recipe.corpus,
+                                             "paired": recipe.paired_views, "seed": recipe.seed}, render)
+    x_all = F.interpolate(images.flatten(0, 1).permute(0, 3, 1, 2).float().div(255), size=recipe.res,
+                          mode="area").unflatten(0, (2, recipe.corpus))
     student = nn.ModuleDict({"encoder": encoder(recipe)})
     dim = _num_features(student["encoder"])
     student["head"] = DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)
@@ -243,9 +260,11 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
     bar = tqdm(range(step0, recipe.steps), desc="DINO self-distillation", disable=not progress,
                initial=step0, total=recipe.steps)
     for step in bar:
-        x = x_all[torch.randint(0, recipe.corpus, (recipe.batch_size,), generator=gen)]
-        glob = [crops(x, recipe.res, recipe.global_scale, gen) for _ in range(2)]
-        loc = [crops(x, recipe.res * 3 // 4, recipe.local_scale, gen) for _ in range(recipe.local_crops)]
+        idx = torch.randint(0, recipe.corpus, (recipe.batch_size,), generator=gen)
+        xa, xb = x_all[0, idx], x_all[1, idx]
+        glob = [crops(xa, recipe.res, recipe.global_scale, gen), crops(xb, recipe.res, recipe.global_scale, gen)]
+        loc = [crops(xa if i % 2 else xb, recipe.res * 3 // 4, recipe.local_scale, gen)
+               for i in range(recipe.local_crops)]
         with torch.no_grad():
             t_out = teacher["head"](teacher["encoder"](torch.cat(glob))).chunk(2)
         s_out = list(student["head"](student["encoder"](torch.cat(glob))).chunk(2))
