@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views
-from .tip_adapter import Cache, build_cache, official_grid
+from .tip_adapter import build_cache, official_grid
 
 FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
 

@@ -135,13 +135,11 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
 
     With ``checkpoint`` the run saves itself every 250 steps (atomically) and resumes from there.
     """
-    import io
-
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
     from .. import backbones
-    from ..cache import atomic_write_bytes
+    from . import load_state, save_state
 
     torch.manual_seed(recipe.seed)
     clip = backbones.load_clip(recipe.clip, device="cpu", progress=progress)
@@ -158,15 +156,9 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
         0.55 + 0.45 * math.cos(math.pi * min(1.0, s / recipe.steps))))
     noise = noise_scheduler()
     gen = torch.Generator().manual_seed(recipe.seed)
-    st = _State()
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
-        unet.load_state_dict(ck["unet"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"])
-        st = _State(ck["step"], ck["history"], ck["seconds"])
+    objects = {"unet": unet, "ema": ema, "opt": opt, "sched": sched}
+    ck = load_state(checkpoint, gen, objects)
+    st = _State(ck["step"], ck["history"], ck["seconds"]) if ck else _State()
     unet.train()
     bar = tqdm(range(st.step, recipe.steps), desc="training the text-to-image UNet", disable=not progress,
                initial=st.step, total=recipe.steps)
@@ -190,11 +182,7 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
             st.history.append({"step": step, "loss": round(loss.item(), 5), "seconds": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint is not None and (step + 1) % 250 == 0 and step + 1 < recipe.steps:
-            buf = io.BytesIO()
-            torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "history": st.history, "seconds": time.time() - t0}, buf)
-            atomic_write_bytes(checkpoint, buf.getvalue())
+            save_state(checkpoint, gen, objects, step=step + 1, history=st.history, seconds=time.time() - t0)
     ema.copy_to(unet.parameters())
     unet.eval()
     return unet, st.history, time.time() - t0

@@ -7,8 +7,7 @@ global 32 px crops (teacher and student) and local 16 px crops (student only).
 Deviations from the paper, for a 2-core CPU budget (FIELD_NOTES.md): the encoder is the course's
 BatchNorm conv tower (timm ``fmcls_convnet_tiny``) behind a fixed Sobel stem (:class:`SobelStem`)
 instead of a ViT, because at this size it learns
-shape far faster; it works at 16 px (four times cheaper per image than 32 px, so four times more
-epochs in the same time; shapes stay recognisable); the two global views are two renderings of the same
+shape far faster; the two global views are two renderings of the same
 object (like two photographs of it, see ``train``); and every crop gets its hue rotated at random, often grayscale, brightness and contrast
 jitter and sometimes inverted, because in this world colour and size are shortcuts an image-only
 objective takes before shape.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import time
@@ -35,7 +33,7 @@ from tqdm.auto import tqdm
 from .. import world
 from . import convnet  # noqa: F401  (registers the conv towers with timm)
 
-TRAIN_CODE_VERSION = 2
+TRAIN_CODE_VERSION = 3
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
@@ -43,8 +41,8 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 class Recipe:
     tower: str  # timm model name
     steps: int
-    res: int = 16  # the encoder sees images at this resolution (global crops); local crops at 3/4 of it
-    batch_size: int = 256
+    res: int = 32  # the encoder sees images at this resolution (global crops); local crops at 3/4 of it
+    batch_size: int = 128
     local_crops: int = 4
     prototypes: int = 1024
     head_dim: int = 256
@@ -54,6 +52,8 @@ class Recipe:
     warmup: int = 100
     student_temp: float = 0.1
     teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.01  # sharper at first, linearly to teacher_temp: avoids uniform collapse
+    warmup_teacher_steps: int = 800
     center_momentum: float = 0.9
     teacher_momentum: float = 0.99  # cosine schedule from this to 1
     global_scale: tuple = (0.5, 1.0)
@@ -66,9 +66,9 @@ class Recipe:
 
 SHIPPED = ("tiny-dino",)
 RECIPES = {
-    "tiny-dino": Recipe("fmcls_convnet_tiny", steps=4000, prototypes=256, lr=2e-3),
-    "micro-dino": Recipe("fmcls_convnet_micro", steps=6, batch_size=16, lr=1e-3, local_crops=2, prototypes=64,
-                         head_dim=32, bottleneck=16, corpus=256, warmup=2),
+    "tiny-dino": Recipe("fmcls_convnet_tiny", steps=3000, local_crops=2, prototypes=256, lr=2e-3),
+    "micro-dino": Recipe("fmcls_convnet_micro", steps=6, res=16, batch_size=16, lr=1e-3, local_crops=2, prototypes=64,
+                         head_dim=32, bottleneck=16, corpus=256, warmup=2, warmup_teacher_steps=3),
 }
 
 
@@ -79,26 +79,28 @@ def recipe_hash(recipe: Recipe) -> str:
 
 
 class SobelStem(nn.Module):
-    """Fixed, not trained: grayscale, then the two Sobel derivatives, scaled to unit deviation per image.
+    """Fixed, not trained: the two Sobel derivatives of each colour channel, scaled to unit deviation per
+    image.
 
-    DeepCluster (Caron et al. 2018) put the same filter in front of its network so that colour could not
-    be what the self-supervised clusters form around.  Here colour is not the only such cue: crops of one
-    image keep the *relation* between object and background colour under any global colour jitter, and
-    two views are matched by it before shape (FIELD_NOTES.md).  Edges keep shape and drop that relation."""
+    DeepCluster (Caron et al. 2018) put a Sobel filter in front of its network so that colour could not be
+    what the self-supervised clusters form around.  Here colour is not the only such cue: crops of one image
+    keep the *relation* between object and background colour under any global colour jitter, and views are
+    matched by it before shape (FIELD_NOTES.md).  Per-channel edges keep every object visible (a red shape
+    on a grey ground of equal brightness vanishes in a grayscale Sobel) and drop flat colour."""
 
     def __init__(self):
         super().__init__()
         kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
-        self.register_buffer("kernel", torch.stack([kx, kx.T])[:, None])
+        self.register_buffer("kernel", torch.stack([kx, kx.T])[:, None].repeat(3, 1, 1, 1))
 
     def forward(self, x):
-        e = F.conv2d(x.mean(1, keepdim=True), self.kernel, padding=1)
+        e = F.conv2d(x, self.kernel, padding=1, groups=3)
         return e / (e.flatten(1).std(1)[:, None, None, None] + 1e-6)
 
 
 def encoder(recipe: Recipe) -> nn.Module:
     if recipe.sobel:
-        return nn.Sequential(SobelStem(), timm.create_model(recipe.tower, num_classes=0, in_chans=2))
+        return nn.Sequential(SobelStem(), timm.create_model(recipe.tower, num_classes=0, in_chans=6))
     return timm.create_model(recipe.tower, num_classes=0)
 
 
@@ -204,12 +206,10 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
     The teacher is kept (as in the paper, it is the better network).  With ``checkpoint`` the run saves
     itself every 250 steps (atomically) and resumes from there.
     """
-    from ..cache import atomic_write_bytes
+    from .. import cache
+    from . import load_state, save_state
 
     torch.manual_seed(recipe.seed)
-    # Curated data (as DINOv2 curates): most images are the object on a plain background, because on
-    # textured, cluttered backgrounds the views of one image are matched by their background first.
-    from .. import cache
 
     def render():
         # Views of one object: the scene as the corpus has it, and (paired_views) the same object - shape,
@@ -245,15 +245,10 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
         1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
     center = torch.zeros(recipe.prototypes)
     gen = torch.Generator().manual_seed(recipe.seed)
-    step0, history, spent = 0, [], 0.0
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
-        student.load_state_dict(ck["student"])
-        teacher.load_state_dict(ck["teacher"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"])
-        center, step0, history, spent = ck["center"], ck["step"], ck["history"], ck["seconds"]
+    objects = {"student": student, "teacher": teacher, "opt": opt, "sched": sched}
+    ck = load_state(checkpoint, gen, objects)
+    center, step0, history, spent = (ck["center"], ck["step"], ck["history"], ck["seconds"]) if ck \
+        else (center, 0, [], 0.0)
     student.train()
     teacher.train()  # BatchNorm in the teacher uses batch statistics, as in the official code
     t0 = time.time() - spent
@@ -270,7 +265,9 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
         s_out = list(student["head"](student["encoder"](torch.cat(glob))).chunk(2))
         if loc:
             s_out += list(student["head"](student["encoder"](torch.cat(loc))).chunk(len(loc)))
-        loss = dino_loss(s_out, list(t_out), center, recipe.student_temp, recipe.teacher_temp)
+        tt = recipe.teacher_temp + (recipe.warmup_teacher_temp - recipe.teacher_temp) * max(
+            0.0, 1 - step / max(1, recipe.warmup_teacher_steps))
+        loss = dino_loss(s_out, list(t_out), center, recipe.student_temp, tt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 3.0)
@@ -283,7 +280,7 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
             center.mul_(recipe.center_momentum).add_(torch.cat(t_out).mean(0), alpha=1 - recipe.center_momentum)
         if step % log_every == 0 or step == recipe.steps - 1:
             with torch.no_grad():
-                p = F.softmax((torch.cat(t_out) - center) / recipe.teacher_temp, -1).mean(0)
+                p = F.softmax((torch.cat(t_out) - center) / tt, -1).mean(0)
                 entropy = float(-(p * p.clamp_min(1e-12).log()).sum())
             rec = {"step": step, "loss": round(loss.item(), 4), "teacher_entropy": round(entropy, 3),
                    "seconds": round(time.time() - t0, 1)}
@@ -292,12 +289,8 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
             history.append(rec)
             bar.set_postfix({k: v for k, v in rec.items() if k in ("loss", "knn_shapes_val")})
         if checkpoint is not None and (step + 1) % 250 == 0 and step + 1 < recipe.steps:
-            buf = io.BytesIO()
-            torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
-                        "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                        "center": center, "step": step + 1, "history": history,
-                        "seconds": time.time() - t0}, buf)
-            atomic_write_bytes(checkpoint, buf.getvalue())
+            save_state(checkpoint, gen, objects, center=center, step=step + 1, history=history,
+                       seconds=time.time() - t0)
     enc = teacher["encoder"].eval()
     return enc, history, time.time() - t0
 

@@ -1,0 +1,75 @@
+"""GPU check (no network): the real-path code on an ImageNet-size architecture with random weights, timed
+on the GPU and on the CPU side by side.  ``benchmarks/gpu_check.sh`` runs it after the smoke course.
+
+Prints images/s of feature extraction, one end-to-end fine-tuning epoch on synthetic tensors, and a G x G
+loss-landscape plane grid, with the GPU's speed-up over the CPU for each.
+"""
+import argparse
+import time
+
+import numpy as np
+import open_clip
+import torch
+
+from fmcls_lib import finetune, landscape
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def run(device, n_images, grid, arch):
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch, pretrained=None).visual.to(device).eval()  # random weights: no download
+    size = model.image_size[0] if isinstance(model.image_size, (tuple, list)) else model.image_size
+    x = torch.randn(n_images, 3, size, size, device=device)
+    with torch.no_grad():
+        model(x[:8])
+        extract = timed(lambda: [model(x[i:i + 64]) for i in range(0, n_images, 64)], device)
+    W = torch.nn.functional.normalize(torch.randn(10, model.output_dim), dim=-1)
+    clf = finetune.ImageClassifier(model, 100 * W).to(device)
+    y = torch.randint(0, 10, (n_images,), device=device)
+    r = finetune.Recipe(epochs=1, batch_size=32, warmup_steps=1)
+    epoch = timed(lambda: finetune.finetune(clf, r, x, y, x[:64], y[:64], progress=False), device)
+    sd = {k: v.detach().clone() for k, v in clf.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    other = [{k: v + 0.001 * torch.randn(v.shape, generator=g).to(v) if v.is_floating_point() else v
+              for k, v in sd.items()} for _ in range(2)]
+    pl = landscape.plane(sd, *other, [k for k, _ in clf.named_parameters()])
+    xs = np.linspace(-0.5, 1.5, grid)
+    plane = timed(lambda: landscape.grid_loop(clf, pl, xs, xs, x[:64], y[:64], None, progress=False), device)
+    return {"extract img/s": n_images / extract, "e2e epoch img/s": n_images / epoch,
+            f"{grid}x{grid} plane s": plane}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", default="ViT-B-32")
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--cpu-images", type=int, default=64)
+    p.add_argument("--grid", type=int, default=21)
+    p.add_argument("--cpu-grid", type=int, default=3)
+    a = p.parse_args()
+    rows = {"cpu": run(torch.device("cpu"), a.cpu_images, a.cpu_grid, a.arch)}
+    if torch.cuda.is_available():
+        rows["cuda"] = run(torch.device("cuda"), a.images, a.grid, a.arch)
+    else:
+        print("no CUDA device: CPU numbers only")
+    for dev, r in rows.items():
+        print(dev, {k: round(v, 2) for k, v in r.items()})
+    if "cuda" in rows:
+        c, g = rows["cpu"], rows["cuda"]
+        per_point = lambda r, n: r[f"{n}x{n} plane s"] / n**2  # noqa: E731
+        print("GPU speed-up over CPU:", {"extract": round(g["extract img/s"] / c["extract img/s"], 1),
+                                         "e2e epoch": round(g["e2e epoch img/s"] / c["e2e epoch img/s"], 1),
+                                         "plane point": round(per_point(c, a.cpu_grid) / per_point(g, a.grid), 1)})
+
+
+if __name__ == "__main__":
+    main()
