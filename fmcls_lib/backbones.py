@@ -325,7 +325,9 @@ def load_generator(name: str = "tiny", device: str = "auto", progress: bool = Tr
         path, _, entry = _embedded_weights(name, progress=progress, kind="generator")
         unet = UNet2DConditionModel(**entry["unet_kwargs"])
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
-        return diffusion.TinyText2ImagePipeline(unet.to(dev), clip)
+        pipe = diffusion.TinyText2ImagePipeline(unet.to(dev), clip)
+        pipe.id, pipe.info = f"generator-{name}@{entry['sha256'][:16]}", entry
+        return pipe
     if "/" not in name and not os.path.isdir(name):
         raise UnknownNameError("generator", name, list(diffusion.RECIPES) +
                                ["<diffusers model id>, e.g. stabilityai/sd-turbo", "<local folder>"])
@@ -339,4 +341,6 @@ def load_generator(name: str = "tiny", device: str = "auto", progress: bool = Tr
             f"diffusers pipeline {name!r} is not in the local Hugging Face cache and the network is off "
             f"({type(e).__name__}). On a machine with network run once:  python -c \"from diffusers import "
             f"AutoPipelineForText2Image as P; P.from_pretrained('{name}')\"  or pass a local folder.") from e
-    return _DiffusersPipeline(pipe.to(dev), name)
+    out = _DiffusersPipeline(pipe.to(dev), name)
+    out.id, out.info = name, {"model": name}
+    return out

@@ -53,10 +53,17 @@ def enhanced_prompts(classnames, per_class: int, seed: int = 0):
     return prompts, np.repeat(np.arange(len(classnames)), per_class)
 
 
+def _cached(pipe, key: dict, run) -> np.ndarray:
+    """Generated images from the disk cache; a pipeline without a weights ``id`` is never cached."""
+    if getattr(pipe, "id", None) is None:
+        return run().numpy()
+    return cache.get_or_compute("synthetic", key, run).numpy()
+
+
 def generate(pipe, prompts, labels, per_prompt: int = 1, guidance_scale: float = 4.0,
              num_inference_steps: int = 25, seed: int = 0, progress: bool = True):
     """``(images uint8 [N,H,W,3], labels)``: ``per_prompt`` images per prompt, cached on disk."""
-    key = {"generator": getattr(pipe, "id", repr(pipe)), "prompts": cache.key_digest({"p": list(prompts)}),
+    key = {"generator": getattr(pipe, "id", None), "prompts": cache.key_digest({"p": list(prompts)}),
            "per_prompt": per_prompt, "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
 
     def run():
@@ -68,7 +75,7 @@ def generate(pipe, prompts, labels, per_prompt: int = 1, guidance_scale: float =
                             generator=g).images)
         return torch.from_numpy(np.concatenate(out))
 
-    return cache.get_or_compute("synthetic", key, run).numpy(), np.repeat(np.asarray(labels), per_prompt)
+    return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_prompt)
 
 
 def real_guidance(pipe, images, labels, classnames, per_image: int, strength: float,
@@ -76,7 +83,7 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
     """RG: ``per_image`` img2img variations of every real shot, noised to ``strength`` then denoised
     with its class prompt; ``strength=0`` returns the shots themselves.  Cached on disk."""
     prompts = [f"a photo of {world.article(classnames[y])} {classnames[y]}." for y in labels]
-    key = {"generator": getattr(pipe, "id", repr(pipe)), "shots": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+    key = {"generator": getattr(pipe, "id", None), "shots": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
            "labels": np.asarray(labels).tolist(), "per_image": per_image, "strength": strength,
            "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
 
@@ -88,7 +95,7 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
                                for i in tqdm(range(0, len(prompts), 64), disable=not progress,
                                              desc="real guidance")]))
 
-    return cache.get_or_compute("synthetic", key, run).numpy(), np.repeat(np.asarray(labels), per_image)
+    return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_image)
 
 
 def clip_filter(zs_logits: torch.Tensor, labels, min_per_class: int = 0) -> torch.Tensor:

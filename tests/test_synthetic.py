@@ -140,3 +140,19 @@ def test_generate_is_cached_and_holdout_is_stratified(micro_pipe):
     assert a.shape[0] == 6 and ya.tolist() == [0, 0, 0, 1, 1, 1] and np.array_equal(a, b)
     tr, ho = synthetic.split_holdout(len(ya), ya, frac=0.34)
     assert sorted(np.r_[tr, ho].tolist()) == list(range(6)) and set(ya[ho]) == {0, 1}
+
+
+def test_recognition_report_and_pipeline_info(micro_pipe, micro):
+    assert micro_pipe.id.startswith("generator-micro@") and micro_pipe.info["recipe"]["steps"] == 12
+    rep = synthetic.recognition_report(micro_pipe, micro, per_class=1, num_inference_steps=2)
+    for vocab in ("class_names", "caption_vocabulary"):
+        assert set(rep[vocab]["probe_per_class"]) == set(world.SHAPES)
+        assert rep[vocab]["probe"] == pytest.approx(np.mean(list(rep[vocab]["probe_per_class"].values())))
+    assert set(rep["zero_shot_by_domain_word"]) == set(world.DOMAINS)
+
+
+def test_real_guidance_at_zero_strength_returns_the_shots(micro_pipe):
+    x = world.render_many(world.pretrain_scenes(3))
+    imgs, y = synthetic.real_guidance(micro_pipe, x, np.array([0, 1, 2]), world.SHAPES, per_image=2, strength=0.0,
+                                      progress=False)
+    assert np.array_equal(imgs, np.repeat(x, 2, 0)) and y.tolist() == [0, 0, 1, 1, 2, 2]
