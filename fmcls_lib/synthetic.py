@@ -147,7 +147,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn", sl: float = 0.0,
-               T: float = 2.0, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-4,
+               T: float = 2.0, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 1e-4,
                batch_size: int = 128, real_batch_size: int = 32, seed: int = 0, init: Head | None = None):
     """Train a :class:`Head` and keep the epoch best on ``val``; returns ``(head, Fit)``.
 
@@ -358,7 +358,7 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
     return out
 
 
-def frozen_bn_study(clip, W, X, train_sets: dict, epochs: int = 5, lr: float = 1e-4, seed: int = 0,
+def frozen_bn_study(clip, W, X, train_sets: dict, epochs: int = 5, lr: float = 3e-4, seed: int = 0,
                     progress: bool = True) -> dict:
     """Table-6 analogue: end-to-end fine-tuning of the BatchNorm image tower from the zero-shot
     classifier, with BatchNorm statistics frozen (eval mode) or updated, on each training set
@@ -379,7 +379,7 @@ def frozen_bn_study(clip, W, X, train_sets: dict, epochs: int = 5, lr: float = 1
 
 
 def tuned_fraction_study(clip, W, x, y, x_val, y_val, X, fractions=(0.0, 0.1, 0.3, 1.0), epochs: int = 5,
-                         lr: float = 1e-4, seed: int = 0, progress: bool = True) -> dict:
+                         lr: float = 3e-4, seed: int = 0, progress: bool = True) -> dict:
     """Table-3 analogue: share of parameters tuned vs accuracy.  ``0.0`` trains the classifier only
     (linear classifier, encoder frozen); otherwise the last ``fraction`` of the image tower's parameter
     tensors train with it (BatchNorm frozen).  Returns ``{fraction: {"tuned_share", photo/... accuracy}}``."""
@@ -388,7 +388,7 @@ def tuned_fraction_study(clip, W, x, y, x_val, y_val, X, fractions=(0.0, 0.1, 0.
     for frac in fractions:
         model = finetune.from_zero_shot(clip, W)
         r = finetune.Recipe(mode="lc" if frac == 0 else "e2e", train_fraction=frac or 1.0,
-                            epochs=epochs, lr=lr if frac else 1e-3, batch_size=32, freeze_bn=True, seed=seed,
+                            epochs=epochs, lr=lr if frac else 1e-2, batch_size=32, freeze_bn=True, seed=seed,
                             warmup_steps=5)
         share = finetune.trainable_parameters(model, r) / sum(p.numel() for p in model.parameters())
         finetune.finetune(model, r, x, y, x_val, y_val, progress=progress)
