@@ -233,7 +233,7 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
            "num_inference_steps": num_inference_steps}
     vocab = {"class_names": [f"a photo of {world.article(c)} {c}." for c in classes],
              "caption_vocabulary": [f"a photo of {world.article(n)} {n}." for n in
-                                    (world.CAPTION_NAMES[c][0] for c in classes)]}
+                                    (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]}
     for name, ps in vocab.items():
         imgs = pipe(ps, num_images_per_prompt=per_class, guidance_scale=guidance_scale,
                     num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
@@ -245,7 +245,7 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     out["zero_shot_by_domain_word"] = {}
     for d, (word, _) in world.DOMAIN_WORDS.items():
         ps = [f"{world.article(word)} {word} of {world.article(n)} {n}." for n in
-              (world.CAPTION_NAMES[c][0] for c in classes)]
+              (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]
         imgs = pipe(ps, num_images_per_prompt=max(1, per_class // 4), guidance_scale=guidance_scale,
                     num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
         yy = np.repeat(np.arange(len(classes)), max(1, per_class // 4))
