@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views
+from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views, with_ood
 from .tip_adapter import build_cache, official_grid
 
 FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
@@ -227,8 +227,5 @@ def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fus
                 epochs=epochs, grid=grid, scale=scale, seed=seed, sources=[names.index(e) for e in encoders])
     seconds = time.perf_counter() - t0
     doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
-    acc = {d: accuracy_of(model, feats("test", d), b.S["clip"]["test", d][1]) for d in doms}
-    shifts = [d for d in acc if d != "photo"]
-    if shifts:
-        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
+    acc = with_ood({d: accuracy_of(model, feats("test", d), b.S["clip"]["test", d][1]) for d in doms})
     return acc, model, seconds

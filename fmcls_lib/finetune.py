@@ -184,11 +184,8 @@ def load_images(backbone, task: str, domains, splits=("train", "val", "test")) -
 
 def accuracies(logits: dict, labels: dict) -> dict:
     """``{domain: accuracy}`` + ``ood`` (mean over the shifted domains) from per-domain logits."""
-    acc = {d: float((lg.argmax(1) == labels[d]).float().mean()) for d, lg in logits.items()}
-    shifts = [d for d in acc if d != "photo"]
-    if shifts:
-        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
-    return acc
+    from .heads import with_ood
+    return with_ood({d: float((lg.argmax(1) == labels[d]).float().mean()) for d, lg in logits.items()})
 
 
 def logits_of(model: ImageClassifier, state_dict: dict, X: dict) -> dict:

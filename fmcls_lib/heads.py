@@ -123,13 +123,15 @@ def linear_probe(f_train, y_train, f_val, y_val, Cs=PROBE_C_GRID, max_iter: int 
     return LinearProbe(best[1], best[0], scores)
 
 
+def with_ood(acc: dict) -> dict:
+    """``acc`` (domain -> accuracy) plus ``ood``, the mean over the shifted (non-photo) domains."""
+    shifts = [d for d in acc if d not in ("photo", "ood")]
+    return {**acc, "ood": float(np.mean([acc[d] for d in shifts]))} if shifts else dict(acc)
+
+
 def accuracy_by_domain(logits_fn, S, domains, split: str = "test") -> dict:
     """``{domain: accuracy}`` of ``logits_fn(f)`` on ``S[split, domain]``, plus ``ood`` (shift mean)."""
-    acc = {d: accuracy(logits_fn(S[split, d][0]), S[split, d][1]) for d in domains}
-    shifts = [d for d in domains if d != "photo"]
-    if shifts:
-        acc["ood"] = float(np.mean([acc[d] for d in shifts]))
-    return acc
+    return with_ood({d: accuracy(logits_fn(S[split, d][0]), S[split, d][1]) for d in domains})
 
 
 def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "photo") -> dict:
