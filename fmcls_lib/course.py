@@ -144,7 +144,8 @@ def write_summary(figures=None) -> Path:
             lines += [f"| {m} | " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else ""
                                               for c in cols) + " |" for m, r in part.items()]
             lines.append("")
-        lines += [""] + [f"- **{k}**: {'holds' if c['holds'] else 'does NOT hold'} — {c['evidence']}"
+        lines += [""] + [f"- **{k}**: {'holds' if c['holds'] else 'does NOT hold'}"
+                         f"{' (within noise)' if c.get('clear') is False else ''} — {c['evidence']}"
                          for k, c in rec["claims"].items()]
         lines += [""] + [f"![{p.stem}]({p.name})" for p in sorted(figures.glob(f"{rec['lesson']}*.png"))]
         lines.append("")
@@ -191,6 +192,10 @@ def _cmd_run(args) -> int:
     except FmclsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = run_lesson(args.lesson, params, args.out or ROOT / "executed" / (args.param_set or "custom"))
-    print(f"executed notebook: {out}\nfigures and metrics: {FIGURES}/{args.lesson}*.png / .json")
+    out_dir = Path(args.out or ROOT / "executed" / (args.param_set or "custom"))
+    # only the full set, unchanged, refreshes the course's figures/; anything else writes beside its notebook
+    figures = FIGURES if args.param_set == "full" and not args.param else out_dir / "figures"
+    os.environ["FMCLS_FIGURES"] = str(figures)
+    out = run_lesson(args.lesson, params, out_dir)
+    print(f"executed notebook: {out}\nfigures and metrics: {figures}/{args.lesson}*.png / .json")
     return 0

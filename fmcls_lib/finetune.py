@@ -102,8 +102,10 @@ def _freeze_bn(model: torch.nn.Module):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, computed on the model's device, returned on the CPU."""
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -113,13 +115,24 @@ def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 
 
 def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_val,
-             progress: bool = True, on_step=None) -> Result:
+             progress: bool = True, on_step=None, keep: str = "best", branch: tuple | None = None,
+             device: str = "auto") -> Result:
     """Fine-tune ``model`` in place (AdamW, linear warm-up then cosine, gradient clipping).
 
     ``x_*`` are model-ready image tensors.  After each epoch the model is scored on the validation split;
-    the best epoch's weights are loaded back and returned as ``Result.state_dict``.
-    ``on_step(model)`` is called after every optimiser step (EMA / SWA averaging hooks in here).
+    with ``keep="best"`` the best epoch's weights are loaded back and returned as ``Result.state_dict``,
+    with ``keep="last"`` the last iterate's.  ``on_step(model)`` is called after every optimiser step (EMA /
+    SWA averaging hooks in here).  ``branch=(epoch, seed)`` re-seeds the data order (and augmentation /
+    mixup draws) from that epoch on: the run shares its first ``epoch`` epochs with the run of
+    ``recipe.seed`` and then takes its own path (Frankle et al.'s instability analysis).
+    Training runs on ``device`` (``"auto"``: the GPU when there is one); returned weights are on the CPU.
     """
+    from .backbones import pick_device
+
+    dev = pick_device(device)
+    model.to(dev)
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep={keep!r}; accepted: 'best', 'last'")
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     y_train, y_val = torch.as_tensor(y_train), torch.as_tensor(y_val)
@@ -134,6 +147,8 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     history, t0 = [], time.perf_counter()
     bar = tqdm(range(recipe.epochs), disable=not progress, desc=f"fine-tuning ({recipe.mode})", leave=False)
     for epoch in bar:
+        if branch is not None and epoch == branch[0]:
+            gen.manual_seed(int(branch[1]))
         model.train()
         if recipe.mode == "lc":
             model.image_encoder.eval()  # frozen encoder: BatchNorm statistics stay the zero-shot ones
@@ -141,12 +156,12 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
             _freeze_bn(model)
         losses = []
         for idx in torch.randperm(len(x_train), generator=gen).split(recipe.batch_size):
-            x, y = _augment(x_train[idx], recipe.augment, gen), y_train[idx]
+            x, y = _augment(x_train[idx], recipe.augment, gen).to(dev), y_train[idx].to(dev)
             target = F.one_hot(y, model.head.out_features).float()
             if recipe.mixup > 0:
                 lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(
                     recipe.mixup, recipe.mixup))
-                perm = torch.randperm(len(x), generator=gen)
+                perm = torch.randperm(len(x), generator=gen).to(dev)
                 x, target = lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]
             loss = F.cross_entropy(model(x), target, label_smoothing=recipe.label_smoothing)
             if theta_0 is not None:
@@ -162,8 +177,8 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
         val = float((predict(model, x_val).argmax(1) == y_val).float().mean())
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": val})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
-        if val > best[0]:
-            best = (val, copy.deepcopy(model.state_dict()), epoch)
+        if val > best[0] or keep == "last":
+            best = (val, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch)
     model.load_state_dict(best[1])
     for p in model.parameters():
         p.requires_grad_(True)
@@ -215,24 +230,43 @@ def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> li
             for _ in range(n)]
 
 
-def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True) -> list[Result]:
-    """Fine-tune one ingredient per recipe from the same zero-shot initialisation (cached on disk, so a
-    re-run costs file reads).  ``X`` as from :func:`load_images`."""
+def _ingredient_job(shared, job):
+    """One soup ingredient (an executor job): fine-tune a copy of ``theta_0`` and write it to the cache."""
+    import os
+
     from . import cache
 
-    out = []
-    for r in tqdm(recipes, disable=not progress, desc="soup ingredients"):
-        key = {"backbone": backbone.id, "task": task, "W": cache.key_digest({"W": W.tolist()}),
-               "recipe": asdict(r), "train": int(len(X["train", "photo"][1]))}
+    model_0, data, cache_root = shared
+    key, recipe = job
+    os.environ["FMCLS_CACHE"] = cache_root  # a Ray worker writes where the driver reads
+    res = finetune(copy.deepcopy(model_0), recipe, *data, progress=False)
+    cache.put("ingredients", key, {"state_dict": res.state_dict, "best_epoch": res.best_epoch,
+                                   "val": res.val_accuracy, "seconds": res.seconds})
+    return key
 
-        def run(r=r):
-            res = finetune(from_zero_shot(backbone, W), r, *X["train", "photo"], *X["val", "photo"], progress=False)
-            return {"state_dict": res.state_dict, "best_epoch": res.best_epoch, "val": res.val_accuracy,
-                    "seconds": res.seconds}
 
-        d = cache.get_or_compute("ingredients", key, run)
-        out.append(Result(d["state_dict"], d["best_epoch"], d["val"], seconds=d["seconds"], recipe=asdict(r)))
-    return out
+def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True, executor=None) -> list[Result]:
+    """Fine-tune one ingredient per recipe from the same zero-shot initialisation.  Each one is cached on
+    disk, so a re-run (or a sweep that crashed half-way) only trains the missing ones.  ``X`` as from
+    :func:`load_images`; ``executor`` (see :mod:`fmcls_lib.executors`): ``None`` trains them here one by one,
+    ``"ray"`` / ``"ray://host:port"`` as Ray tasks that write their checkpoints to ``$FMCLS_CACHE``."""
+    from . import cache, executors
+
+    keys = [{"backbone": backbone.id, "task": task, "W": cache.key_digest({"W": W.tolist()}),
+             "recipe": asdict(r), "train": int(len(X["train", "photo"][1]))} for r in recipes]
+    found = {i: cache.get("ingredients", k) for i, k in enumerate(keys)}
+    todo = [i for i, d in found.items() if d is None]
+    if todo:
+        shared = (from_zero_shot(backbone, W), (*X["train", "photo"], *X["val", "photo"]), str(cache.cache_dir()))
+        executors.get(executor).map(_ingredient_job, shared, [(keys[i], recipes[i]) for i in todo],
+                                    desc="soup ingredients", progress=progress)
+        for i in todo:
+            found[i] = cache.get("ingredients", keys[i])
+            if found[i] is None:
+                raise RuntimeError(f"ingredient {i} was trained but its checkpoint is not in {cache.cache_dir()}; "
+                                   "with a Ray cluster, every node must see the same $FMCLS_CACHE")
+    return [Result(d["state_dict"], d["best_epoch"], d["val"], seconds=d["seconds"], recipe=asdict(r))
+            for d, r in zip((found[i] for i in range(len(recipes))), recipes)]
 
 
 def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_start: float = 0.5,
@@ -256,7 +290,7 @@ def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_st
         if epoch_end and state["step"] >= swa_start * recipe.epochs * steps_per_epoch:
             swa.update_parameters(m)
         if state["step"] == recipe.epochs * steps_per_epoch:
-            state["last"] = copy.deepcopy(m.state_dict())
+            state["last"] = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
     res = finetune(model, recipe, *X["train", "photo"], *X["val", "photo"], progress=progress, on_step=on_step)
     x_bn = X["train", "photo"][0]
@@ -276,3 +310,68 @@ def wise_observations(accs: dict, domain: str) -> tuple[float, float, float]:
     worst = min(r[domain] - ((1 - a) * a0 + a * a1) for a, r in accs.items())
     best = max(accs, key=lambda a: accs[a][domain])
     return worst, best, accs[best][domain] - max(a0, a1)
+
+
+def from_scratch(backbone, W: torch.Tensor, seed: int = 0) -> ImageClassifier:
+    """The zero-shot classifier's architecture with every layer re-initialised (no pre-training); the head
+    gets random unit rows times the logit scale, so logits have the pre-trained model's range."""
+    torch.manual_seed(seed)
+    model = from_zero_shot(backbone, W)
+    for m in model.image_encoder.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    with torch.no_grad():
+        model.head.weight.copy_(logit_scale(backbone) * F.normalize(torch.randn_like(model.head.weight), dim=-1))
+    return model
+
+
+def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str = "zero_shot",
+                        child_seed: int = 12345, child_init_seed: int | None = None, progress: bool = True) -> dict:
+    """Frankle et al. (2020)'s linear-interpolation instability: a parent run (``recipe``) and, for each
+    ``k`` in ``shared_epochs``, a child that shares the parent's initialisation and its first ``k`` epochs
+    (same data order), then continues with another data order.  Both last iterates and their average
+    are scored on photo validation (BatchNorm statistics recomputed on the train images for all three).  ``init``: ``"zero_shot"`` (the pre-trained start every soup uses) or
+    ``"scratch"`` (same architecture, random weights).  ``child_init_seed`` (scratch only, ``shared_epochs=[0]``):
+    the child starts from *another* random initialisation — two fully independent runs.  Runs are cached on disk.
+
+    Returns ``{k: {"parent", "child", "average", "barrier"}}`` with ``barrier`` = mean of the two endpoints
+    minus the average's accuracy (> 0: averaging loses accuracy).
+    """
+    from . import cache
+
+    if init not in ("zero_shot", "scratch"):
+        raise ValueError(f"init={init!r}; accepted: 'zero_shot', 'scratch'")
+    bad = [k for k in shared_epochs if not 0 <= int(k) <= recipe.epochs]
+    if bad:
+        raise ValueError(f"shared_epochs {bad} outside [0, {recipe.epochs}] (the recipe's epochs)")
+    if child_init_seed is not None and (init != "scratch" or list(shared_epochs) != [0]):
+        raise ValueError("child_init_seed needs init='scratch' and shared_epochs=[0] (independent runs share nothing)")
+
+    def start(seed=recipe.seed):
+        return from_zero_shot(backbone, W) if init == "zero_shot" else from_scratch(backbone, W, seed)
+
+    from .landscape import evaluate
+    from .weights import combine
+
+    x_val, y_val = X["val", "photo"]
+    model = start()
+    score = lambda sd: 1.0 - evaluate(model, sd, x_val, y_val, X["train", "photo"][0])[0]  # noqa: E731
+
+    def run(branch):
+        seed = recipe.seed if branch is None or child_init_seed is None else child_init_seed
+        key = {"backbone": backbone.id, "W": cache.key_digest({"W": W.tolist()}), "recipe": asdict(recipe),
+               "init": init, "init_seed": seed, "branch": branch, "train": int(len(X["train", "photo"][1]))}
+        return cache.get_or_compute("branches", key, lambda: finetune(
+            start(seed), recipe, *X["train", "photo"], x_val, y_val, progress=False, keep="last", branch=branch).state_dict)
+
+    bar = tqdm([None] + [(int(k), child_seed) for k in shared_epochs], disable=not progress,
+               desc=f"shared-prefix runs ({init})", leave=False)
+    runs = {b: run(b) for b in bar}
+    parent = score(runs[None])
+    out = {}
+    for k in shared_epochs:
+        child = runs[int(k), child_seed]
+        avg = score(combine([runs[None], child], [0.5, 0.5]))
+        c = score(child)
+        out[int(k)] = {"parent": parent, "child": c, "average": avg, "barrier": (parent + c) / 2 - avg}
+    return out

@@ -99,15 +99,35 @@ class _SplitBatchNorm(torch.nn.Module):
         return (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def _split_bn_copy(model, n):
+class _EvalBatchNorm(torch.nn.Module):
+    """Eval-mode BatchNorm written out, so its running statistics can carry forward-mode derivatives."""
+
+    def __init__(self, bn):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return ((x - self.running_mean.view(shape)) / torch.sqrt(self.running_var.view(shape) + self.eps)
+                * self.weight.view(shape) + self.bias.view(shape))
+
+
+def _replace_bn(model, make):
     import copy
 
     m = copy.deepcopy(model).eval()
-    for name, mod in list(m.named_modules()):
+    for mod in list(m.modules()):
         for cname, child in list(mod.named_children()):
-            if isinstance(child, torch.nn.BatchNorm2d):
-                setattr(mod, cname, _SplitBatchNorm(child, n))
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                setattr(mod, cname, make(child))
     return m
+
+
+def _split_bn_copy(model, n):
+    return _replace_bn(model, lambda bn: _SplitBatchNorm(bn, n))
 
 
 @torch.no_grad()
@@ -138,3 +158,58 @@ def grid_batched(model, pl: Plane, xs, ys, x, y, x_bn=None, chunk: int = 8, prog
         errs.append(e)
         losses.append(lo)
     return torch.cat(errs).view(len(ys), len(xs)), torch.cat(losses).view(len(ys), len(xs))
+
+
+def calibrate_beta(logits: torch.Tensor, y: torch.Tensor, steps: int = 50) -> float:
+    """Inverse temperature ``beta`` minimising the cross-entropy of ``beta * logits`` (L-BFGS on log beta)."""
+    log_beta = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_beta], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits.detach() * log_beta.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_beta.detach().exp())
+
+
+def soup_ensemble_gap(model, theta_0: dict, theta_1: dict, alpha: float, x, y, beta: float | None = None) -> dict:
+    """Model soups' Appendix K: the soup-minus-ensemble loss at ``alpha``, measured and approximated.
+
+    Soup ``theta_alpha = (1 - alpha) theta_0 + alpha theta_1``; ensemble ``(1 - alpha) f(x; theta_0) + alpha f(x; theta_1)``
+    (logits); losses are the cross-entropy of ``beta * logits``.  The approximation is
+
+        alpha (1 - alpha) / 2 * ( -d^2/d alpha^2 L_soup  +  beta^2 E_x Var_{Y ~ softmax(beta f(x; theta_alpha))}[f_Y(x; theta_1) - f_Y(x; theta_0)] )
+
+    with the second derivative by forward-over-forward ``torch.func.jvp`` along the segment (BatchNorm in
+    eval mode, its statistics interpolated like every other entry).  ``beta=None`` calibrates it on the
+    soup's logits (the paper's top row); ``beta=1`` is the bottom row.
+    Returns ``{"measured", "approx", "curvature", "variance", "beta", "err_soup", "err_ens"}``.
+    """
+    from torch.func import functional_call, jvp
+
+    y = torch.as_tensor(y)
+    model = _replace_bn(model, _EvalBatchNorm)
+    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
+    fixed = {k: v for k, v in theta_0.items() if k not in keys}
+    base = {k: theta_0[k].float() for k in keys}
+    delta = {k: theta_1[k].float() - base[k] for k in keys}
+
+    def logits(a):
+        return functional_call(model, {**fixed, **{k: base[k] + a * delta[k] for k in keys}}, (x,))
+
+    with torch.no_grad():
+        f0, f1, fa = logits(torch.tensor(0.0)), logits(torch.tensor(1.0)), logits(torch.tensor(float(alpha)))
+    b = calibrate_beta(fa, y) if beta is None else float(beta)
+    soup_loss = lambda a: F.cross_entropy(b * logits(a), y)  # noqa: E731
+    one = torch.ones(())
+    _, curvature = jvp(lambda a: jvp(soup_loss, (a,), (one,))[1], (torch.tensor(float(alpha)),), (one,))
+    ens = (1 - alpha) * f0 + alpha * f1
+    p, d = torch.softmax(b * fa, dim=1), f1 - f0
+    variance = ((p * d ** 2).sum(1) - (p * d).sum(1) ** 2).mean()
+    approx = alpha * (1 - alpha) / 2 * (-curvature + b ** 2 * variance)
+    return {"measured": float(F.cross_entropy(b * fa, y) - F.cross_entropy(b * ens, y)), "approx": float(approx),
+            "curvature": float(curvature), "variance": float(variance), "beta": b,
+            "err_soup": float((fa.argmax(1) != y).float().mean()), "err_ens": float((ens.argmax(1) != y).float().mean())}

@@ -178,3 +178,36 @@ def plane_contours(err, xs, ys, points: dict, title="", ax=None):
                     bbox={"boxstyle": "round", "fc": "0.2", "alpha": 0.6, "lw": 0})
     ax.set(xlabel="u (along theta_1 - theta_0)", ylabel="v", title=title)
     return ax.figure
+
+
+def shared_prefix(studies: dict, independent: dict | None = None,
+                  title: str = "averaging two runs that share their first k epochs"):
+    """Frankle et al.'s plot: held-out accuracy of the weight average vs the mean of the two endpoints,
+    against the epochs shared, one colour per initialisation (``{init: {k: {"average", "parent", "child"}}}``);
+    ``independent`` (same keys) marks the average of two runs from different random initialisations."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if independent is not None:
+        ax.scatter([0], [independent["average"]], marker="*", s=160, color="k", zorder=3,
+                   label="scratch, different random inits: weight average")
+    for (init, res), c in zip(studies.items(), sns.color_palette("Set1", len(studies))):
+        ks = sorted(res)
+        ax.plot(ks, [res[k]["average"] for k in ks], marker="o", color=c, label=f"{init}: weight average")
+        ax.plot(ks, [(res[k]["parent"] + res[k]["child"]) / 2 for k in ks], ls=":", color=c,
+                label=f"{init}: mean of the two runs")
+    ax.set(xlabel="epochs shared before the runs split (k)", ylabel="held-out accuracy", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def approximation_scatter(panels: dict, title: str = "soup - ensemble loss: approximation vs measured"):
+    """One scatter per panel (``{name: [{"approx", "measured"}, ...]}``) with the identity line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    for ax, (name, pts) in zip(axes.flat, panels.items()):
+        a, m = np.array([p["approx"] for p in pts]), np.array([p["measured"] for p in pts])
+        ax.scatter(a, m, s=18, color=color("ensemble"))
+        lo, hi = min(a.min(), m.min()), max(a.max(), m.max())
+        ax.plot([lo, hi], [lo, hi], ls=":", color="0.5")
+        ax.set(xlabel="approximation", ylabel="measured", title=name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

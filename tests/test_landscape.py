@@ -46,3 +46,52 @@ def test_batched_grid_equals_the_load_state_dict_loop(three):
     assert torch.equal(e1, e2)
     torch.testing.assert_close(l1, l2, atol=1e-3, rtol=1e-3)
     assert landscape.has_batchnorm(model)
+
+
+def _smooth_pair(seed=0):
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.BatchNorm2d(6), torch.nn.GELU(),
+                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 4)).eval()
+    t0 = {k: v.clone() for k, v in m.state_dict().items()}
+    t1 = {k: (v + 0.3 * torch.randn_like(v)).abs() if "running_var" in k else
+          (v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v) for k, v in t0.items()}
+    g = torch.Generator().manual_seed(seed)
+    return m, t0, t1, torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 4, (48,), generator=g)
+
+
+def test_soup_ensemble_gap_curvature_matches_finite_differences():
+    from torch.func import functional_call
+    m, t0, t1, x, y = _smooth_pair()
+    r = landscape.soup_ensemble_gap(m, t0, t1, 0.3, x, y, beta=1.0)
+
+    def loss(a):  # independent: the original module (eval BatchNorm), float64, no torch.func transforms
+        sd = {k: t0[k].double() + a * (t1[k].double() - t0[k].double()) if t0[k].is_floating_point() else t0[k] for k in t0}
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(functional_call(m.double(), sd, (x.double(),)), y))
+
+    h = 1e-3
+    assert r["curvature"] == pytest.approx((loss(0.3 + h) - 2 * loss(0.3) + loss(0.3 - h)) / h ** 2, rel=1e-3)
+    m.float()
+    ens = 0.7 * functional_call(m, t0, (x,)) + 0.3 * functional_call(m, t1, (x,))
+    assert r["measured"] == pytest.approx(loss(0.3) - float(torch.nn.functional.cross_entropy(ens, y)), abs=1e-4)
+
+
+def test_soup_ensemble_gap_vanishes_for_a_model_linear_in_its_weights():
+    # logits linear in theta: the soup IS the ensemble, and -L'' cancels the variance term exactly
+    torch.manual_seed(0)
+    m = torch.nn.Linear(10, 5)
+    t0 = {k: v.clone() for k, v in m.state_dict().items()}
+    t1 = {k: v + torch.randn_like(v) for k, v in t0.items()}
+    x, y = torch.randn(64, 10), torch.randint(0, 5, (64,))
+    for beta in (None, 1.0, 3.0):
+        r = landscape.soup_ensemble_gap(m, t0, t1, 0.5, x, y, beta=beta)
+        assert r["measured"] == pytest.approx(0, abs=1e-5) and r["approx"] == pytest.approx(0, abs=1e-4)
+        assert r["variance"] > 0.01
+
+
+def test_calibrated_beta_minimises_the_loss():
+    g = torch.Generator().manual_seed(0)
+    logits, y = 5 * torch.randn(200, 6, generator=g), torch.randint(0, 6, (200,), generator=g)
+    b = landscape.calibrate_beta(logits, y)
+    ce = lambda s: float(torch.nn.functional.cross_entropy(s * logits, y))  # noqa: E731
+    assert ce(b) <= min(ce(b * 0.9), ce(b * 1.1), ce(1.0)) + 1e-6

@@ -179,3 +179,69 @@ def test_wise_observations_against_hand_computed_values():
     accs[0.5]["photo"] = 0.85
     worst, best, margin = ft.wise_observations(accs, "photo")
     assert worst == pytest.approx(0.0) and best == 0.5 and margin == pytest.approx(0.05)
+
+
+def test_branch_at_epoch_zero_is_another_data_order_and_at_the_end_is_the_same_run(micro):
+    x, y = _data()
+    r = ft.Recipe(epochs=2, lr=1e-2, batch_size=16, seed=3)
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    run = lambda branch: ft.finetune(ft.from_zero_shot(micro, W), r, x, y, x[:16], y[:16], progress=False,  # noqa: E731
+                                     keep="last", branch=branch).state_dict
+    parent, same, other = run(None), run((2, 99)), run((0, 99))
+    assert all(torch.equal(parent[k], same[k]) for k in parent)
+    assert any(not torch.equal(parent[k], other[k]) for k in parent if parent[k].is_floating_point())
+    with pytest.raises(ValueError, match="accepted: 'best', 'last'"):
+        ft.finetune(_classifier(micro), r, x, y, x, y, keep="final")
+
+
+def test_shared_prefix_study_scores_the_average_of_parent_and_child(micro):
+    from fmcls_lib import landscape
+    from fmcls_lib.weights import combine
+    x, y = _data(64)
+    X = {("train", "photo"): (x[:48], y[:48]), ("val", "photo"): (x[48:], y[48:])}
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    r = ft.Recipe(epochs=2, lr=1e-2, batch_size=16)
+    out = ft.shared_prefix_study(micro, W, r, X, [0, 2], init="scratch", progress=False)
+    assert set(out) == {0, 2}
+    assert out[2]["child"] == out[2]["parent"]  # sharing every epoch: the child is the parent
+    assert out[2]["average"] == pytest.approx(out[2]["parent"]) and out[2]["barrier"] == pytest.approx(0, abs=1e-9)
+    # independent recomputation of k=0 from the same runs
+    p = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last").state_dict
+    c = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last",
+                    branch=(0, 12345)).state_dict
+    m = ft.from_scratch(micro, W)
+    avg = 1 - landscape.evaluate(m, combine([p, c], [0.5, 0.5]), x[48:], y[48:], x[:48])[0]
+    assert out[0]["average"] == pytest.approx(avg)
+    with pytest.raises(ValueError, match="outside"):
+        ft.shared_prefix_study(micro, W, r, X, [5], progress=False)
+
+
+def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from fmcls_lib import executors
+    x, y = _data(64)
+    X = {("train", "photo"): (x[:48], y[:48]), ("val", "photo"): (x[48:], y[48:])}
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    recipes = [ft.Recipe(epochs=1, lr=lr, batch_size=16) for lr in (1e-3, 1e-2)]
+    monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "a"))
+    here = ft.train_ingredients(micro, W, recipes, X, "t", progress=False)
+    monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "b"))
+    ex = executors.Ray(num_cpus=1)
+    try:
+        remote = ft.train_ingredients(micro, W, recipes, X, "t", progress=False, executor=ex)
+    finally:
+        ex.shutdown()
+    assert len(list((tmp_path / "b" / "ingredients").glob("*.pt"))) == 2  # written by the Ray workers
+    for a, b in zip(here, remote):
+        assert a.best_epoch == b.best_epoch
+        for k in a.state_dict:
+            torch.testing.assert_close(a.state_dict[k], b.state_dict[k])
+
+
+def test_executor_names_are_checked():
+    from fmcls_lib import executors
+    assert isinstance(executors.get(None), executors.InProcess)
+    with pytest.raises(ValueError, match="accepted: None or 'local'"):
+        executors.get("dask")
+    with pytest.raises(TypeError, match="no map"):
+        executors.get(object())
