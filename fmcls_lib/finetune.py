@@ -116,7 +116,7 @@ def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 
 def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_val,
              progress: bool = True, on_step=None, keep: str = "best", branch: tuple | None = None,
-             device: str = "auto") -> Result:
+             swa: tuple | None = None, device: str = "auto") -> Result:
     """Fine-tune ``model`` in place (AdamW, linear warm-up then cosine, gradient clipping).
 
     ``x_*`` are model-ready image tensors.  After each epoch the model is scored on the validation split;
@@ -125,6 +125,8 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     SWA averaging hooks in here).  ``branch=(epoch, seed)`` re-seeds the data order (and augmentation /
     mixup draws) from that epoch on: the run shares its first ``epoch`` epochs with the run of
     ``recipe.seed`` and then takes its own path (Frankle et al.'s instability analysis).
+    ``swa=(epoch, swa_lr)`` hands the learning rate from that epoch on to ``torch.optim.swa_utils.SWALR``
+    (cosine annealing over one epoch to the constant ``swa_lr``), as Stochastic Weight Averaging trains.
     Training runs on ``device`` (``"auto"``: the GPU when there is one); returned weights are on the CPU.
     """
     from .backbones import pick_device
@@ -149,6 +151,10 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     for epoch in bar:
         if branch is not None and epoch == branch[0]:
             gen.manual_seed(int(branch[1]))
+        if swa is not None and epoch == swa[0]:
+            from torch.optim.swa_utils import SWALR
+
+            sched = SWALR(opt, swa_lr=swa[1], anneal_epochs=steps_per_epoch, anneal_strategy="cos")
         model.train()
         if recipe.mode == "lc":
             model.image_encoder.eval()  # frozen encoder: BatchNorm statistics stay the zero-shot ones
@@ -270,29 +276,32 @@ def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True,
 
 
 def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_start: float = 0.5,
-                 progress: bool = True) -> dict:
+                 swa_lr: float | None = None, progress: bool = True) -> dict:
     """One fine-tuning run with weight averages along its own trajectory (``torch.optim.swa_utils``):
     EMA of every step (``get_ema_multi_avg_fn``) and SWA, the uniform average of the iterates at the
     end of each epoch from ``swa_start`` of training on; BatchNorm statistics of both are recomputed
-    with ``update_bn``.  Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture)."""
+    with ``update_bn``.  With ``swa_lr`` the learning rate switches to ``SWALR`` at ``swa_start`` (SWA's own
+    recipe: a constant rate while averaging); without it the run keeps its cosine schedule.
+    Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
     model = from_zero_shot(backbone, W)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     swa = AveragedModel(model)
     steps_per_epoch = math.ceil(len(X["train", "photo"][0]) / recipe.batch_size)
+    first_swa_epoch = math.ceil(swa_start * recipe.epochs)
     state = {"step": 0, "last": None}
 
     def on_step(m):
         state["step"] += 1
         ema.update_parameters(m)
-        epoch_end = state["step"] % steps_per_epoch == 0
-        if epoch_end and state["step"] >= swa_start * recipe.epochs * steps_per_epoch:
-            swa.update_parameters(m)
+        if state["step"] % steps_per_epoch == 0 and state["step"] // steps_per_epoch > first_swa_epoch:
+            swa.update_parameters(m)  # end of each epoch run under the SWA schedule
         if state["step"] == recipe.epochs * steps_per_epoch:
             state["last"] = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
-    res = finetune(model, recipe, *X["train", "photo"], *X["val", "photo"], progress=progress, on_step=on_step)
+    res = finetune(model, recipe, *X["train", "photo"], *X["val", "photo"], progress=progress, on_step=on_step,
+                   swa=None if swa_lr is None else (first_swa_epoch, swa_lr))
     x_bn = X["train", "photo"][0]
     update_bn([x_bn[i:i + 256] for i in range(0, len(x_bn), 256)], swa)
     return {"last": state["last"], "best_val": res.state_dict, "ema": ema.module.state_dict(),

@@ -245,3 +245,16 @@ def test_executor_names_are_checked():
         executors.get("dask")
     with pytest.raises(TypeError, match="no map"):
         executors.get(object())
+
+
+def test_swalr_holds_the_rate_at_swa_lr_after_its_start(micro):
+    # swa=(1, 0.0): SWALR anneals to a rate of 0 during epoch 1, so epoch 2 (rate 0) leaves the weights alone
+    x, y = _data()
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    snaps = []
+    on_step = lambda m: snaps.append({k: v.clone() for k, v in m.state_dict().items() if "weight" in k})  # noqa: E731
+    ft.finetune(ft.from_zero_shot(micro, W), ft.Recipe(epochs=3, lr=1e-2, batch_size=16), x, y, x[:16], y[:16],
+                progress=False, on_step=on_step, swa=(1, 0.0))
+    steps = len(snaps) // 3
+    assert all(torch.equal(snaps[2 * steps - 1][k], snaps[-1][k]) for k in snaps[-1])
+    assert any(not torch.equal(snaps[steps - 1][k], snaps[2 * steps - 1][k]) for k in snaps[-1])
