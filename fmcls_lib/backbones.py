@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,7 @@ class SSLBackbone:
     weights_hash: str
     device: torch.device
     preprocess: Any = None  # for PIL images (real datasets)
+    info: dict = field(default_factory=dict)  # embedded models: their manifest entry (build record, headline)
 
     @property
     def id(self) -> str:
@@ -268,11 +269,12 @@ def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | No
 
     dev = pick_device(device)
     if name in dino.RECIPES:
-        path, sha, _ = _embedded_weights(name, progress=progress, kind="ssl")
+        path, sha, entry = _embedded_weights(name, progress=progress, kind="ssl")
         model = dino.encoder(dino.RECIPES[name])
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(path).items()})
-        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, dino.RECIPES[name].res, sha, dev)
+        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, dino.RECIPES[name].res, sha, dev,
+                           info=entry)
     import timm
     model, sha = _timm_offline(name, checkpoint)
     cfg = timm.data.resolve_data_config({}, model=model)

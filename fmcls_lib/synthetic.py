@@ -219,7 +219,8 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     """How often a generated image is recognised as its prompt's class: by a linear probe trained on real
     photo features (C on validation) and by the zero-shot head, per class, for class-name prompts
     ("a photo of a hexagon.") and for prompts in the generator's caption vocabulary (its synonyms for
-    the never-named classes), plus the zero-shot rate per domain word of the prompt."""
+    the never-named classes), plus the zero-shot rate per domain word of the prompt.  Images come from
+    :func:`generate` (cached on disk for a generator with a weights id)."""
     from . import features, heads, prompts as P
 
     clip = clip or pipe.clip
@@ -235,8 +236,8 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
              "caption_vocabulary": [f"a photo of {world.article(n)} {n}." for n in
                                     (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]}
     for name, ps in vocab.items():
-        imgs = pipe(ps, num_images_per_prompt=per_class, guidance_scale=guidance_scale,
-                    num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
+        imgs, _ = generate(pipe, ps, np.arange(len(classes)), per_class, guidance_scale, num_inference_steps, seed,
+                           progress=False)
         f = clip.encode_images(imgs)
         pp, pz = probe.predict(f).numpy(), heads.logits(f, W, scale).argmax(1).numpy()
         out[name] = {"probe": float((pp == y).mean()), "zero_shot": float((pz == y).mean()),
@@ -246,9 +247,8 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     for d, (word, _) in world.DOMAIN_WORDS.items():
         ps = [f"{world.article(word)} {word} of {world.article(n)} {n}." for n in
               (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]
-        imgs = pipe(ps, num_images_per_prompt=max(1, per_class // 4), guidance_scale=guidance_scale,
-                    num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed)).images
-        yy = np.repeat(np.arange(len(classes)), max(1, per_class // 4))
+        imgs, yy = generate(pipe, ps, np.arange(len(classes)), max(1, per_class // 4), guidance_scale,
+                            num_inference_steps, seed, progress=False)
         out["zero_shot_by_domain_word"][d] = float(
             (heads.logits(clip.encode_images(imgs), W, scale).argmax(1).numpy() == yy).mean())
     return out

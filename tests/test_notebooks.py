@@ -86,6 +86,14 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
     assert c["uniform_soup_beats_best_individual_test"]["holds"] == (m["uniform_soup"]["photo"] > m["best_individual"]["photo"])
     assert "some_learning_rate_pair_soup_beats_its_range" in c
     assert (Path(results.FIGURES) / "06_soups_and_landscapes_lr_grid.png").exists()
+    sp = rec["shared_prefix"]  # Frankle et al.'s experiment: two inits x epochs shared, plus independent runs
+    assert set(sp) == {"scratch", "zero_shot", "independent"} and set(sp["scratch"]) == {"0", "1", "2", "4", "8"}
+    assert c["independent_runs_do_not_average"]["holds"] == (
+        sp["independent"]["barrier"] > max(sp["scratch"]["0"]["barrier"], sp["zero_shot"]["0"]["barrier"]))
+    assert sp["scratch"]["8"]["barrier"] == 0  # sharing every epoch: the two runs are one
+    k = rec["appendix_k"]  # 6 pairs x 3 alphas, two beta conventions
+    assert {m: len(p) for m, p in k["points"].items()} == {"beta calibrated": 18, "beta = 1": 18}
+    assert c["appendix_k_approximation_tracks_measured"]["holds"] == (k["pearson_r"]["beta calibrated"] >= 0.5)
 
 
 def test_lesson_03_with_other_task_on_micro_models(tmp_path):

@@ -316,10 +316,17 @@ def build(name: str, out_dir, progress: bool = True, checkpoint: Path | None = N
 
 
 def headline_metrics(ssl, clip_name: str = "tiny", task: str = "world/shapes", shots: int = 16,
-                     seeds: int = 3) -> dict:
+                     seeds: int = 3, recorded: bool = False) -> dict:
     """Validation numbers the encoder is judged by, beside the tiny CLIP's on the same splits: k-NN,
-    full and ``shots``-shot linear probes on photo, and how often the two disagree (complementarity)."""
+    full and ``shots``-shot linear probes on photo, and how often the two disagree (complementarity).
+
+    ``recorded=True`` returns the numbers this function wrote into the manifest when the shipped encoder was
+    built (same weights, same defaults) instead of re-fitting the probes; anything else is computed."""
     from .. import backbones, data, features, heads
+
+    entry = getattr(ssl, "info", None) or {}
+    if recorded and entry.get("headline", {}).get("task") == task and (clip_name, shots, seeds) == ("tiny", 16, 3):
+        return {**entry["headline"], "recorded_at_build": True}
 
     out = {"task": task, "split": "val"}
     preds = {}
