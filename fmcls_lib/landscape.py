@@ -84,6 +84,24 @@ def grid_loop(model, pl: Plane, xs, ys, x, y, x_bn=None, progress: bool = True):
     return err, loss
 
 
+def plane_grid(model, points: dict, x, y, x_bn=None, size: int = 21, pad: float = 0.25, batched: bool = False,
+               progress: bool = True):
+    """Error on a ``size`` x ``size`` grid of the plane through the first three of ``points`` (name -> state
+    dict: theta_0, theta_1, theta_2, then any others to mark), framed around all of them with ``pad`` margin.
+    Returns ``(error [size, size], xs, ys, {name: (x, y)})`` — the inputs of ``plots.plane_contours``."""
+    import numpy as np
+
+    t0, t1, t2 = list(points.values())[:3]
+    pl = plane(t0, t1, t2, [k for k, _ in model.named_parameters()])
+    proj = {name: pl.project(sd) for name, sd in points.items()}
+    xy = np.array(list(proj.values()))
+    margin = pad * (xy.max(0) - xy.min(0) + 1e-6)
+    xs = np.linspace(xy[:, 0].min() - margin[0], xy[:, 0].max() + margin[0], size)
+    ys = np.linspace(xy[:, 1].min() - margin[1], xy[:, 1].max() + margin[1], size)
+    err, _ = (grid_batched if batched else grid_loop)(model, pl, xs, ys, x, y, x_bn, progress=progress)
+    return err, xs, ys, proj
+
+
 class _SplitBatchNorm(torch.nn.Module):
     """BatchNorm whose statistics come from the first ``n`` rows of the batch (the BN data), applied to
     all rows: ``update_bn`` over one batch followed by eval mode, as one pure function (vmap-able)."""
