@@ -131,10 +131,10 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     """
     from .backbones import pick_device
 
-    dev = pick_device(device)
-    model.to(dev)
     if keep not in ("best", "last"):
         raise ValueError(f"keep={keep!r}; accepted: 'best', 'last'")
+    dev = pick_device(device)
+    model.to(dev)
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     y_train, y_val = torch.as_tensor(y_train), torch.as_tensor(y_val)

@@ -166,11 +166,12 @@ def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None):
     return ax.figure
 
 
-def plane_contours(err, xs, ys, points: dict, title="", ax=None):
-    """Error on a plane of weight space (Garipov et al.): filled contours, models marked and labelled."""
+def plane_contours(err, xs, ys, points: dict, title="", ax=None, levels=15):
+    """Error on a plane of weight space (Garipov et al.): filled contours, models marked and labelled.
+    ``levels``: a count, or explicit contour levels (to share one colour scale between panels)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.4, 4.4))
-    cs = ax.contourf(np.asarray(xs), np.asarray(ys), np.asarray(err), levels=15, cmap="viridis_r")
+    cs = ax.contourf(np.asarray(xs), np.asarray(ys), np.asarray(err), levels=levels, cmap="viridis_r")
     ax.figure.colorbar(cs, ax=ax, label="error")
     for i, (label, (x, y)) in enumerate(points.items()):
         ax.scatter(x, y, s=70, marker="*^os"[i % 4] if i < 4 else "D", color="white", edgecolor="k", zorder=3)
