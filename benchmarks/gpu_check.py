@@ -2,7 +2,8 @@
 on the GPU and on the CPU side by side.  ``benchmarks/gpu_check.sh`` runs it after the smoke course.
 
 Prints images/s of feature extraction, one end-to-end fine-tuning epoch on synthetic tensors, and a G x G
-loss-landscape plane grid, with the GPU's speed-up over the CPU for each.
+loss-landscape plane grid (per-point loop and vmapped, with the vmapped grid's speed-up over the loop), with the
+GPU's speed-up over the CPU for each.
 """
 import argparse
 import time
@@ -36,7 +37,7 @@ def run(device, n_images, grid, arch):
     clf = finetune.ImageClassifier(model, 100 * W).to(device)
     y = torch.randint(0, 10, (n_images,), device=device)
     r = finetune.Recipe(epochs=1, batch_size=32, warmup_steps=1)
-    epoch = timed(lambda: finetune.finetune(clf, r, x, y, x[:64], y[:64], progress=False), device)
+    epoch = timed(lambda: finetune.finetune(clf, r, x, y, x[:64], y[:64], progress=False, device=str(device)), device)
     sd = {k: v.detach().clone() for k, v in clf.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     other = [{k: v + 0.001 * torch.randn(v.shape, generator=g).to(v) if v.is_floating_point() else v
@@ -44,8 +45,11 @@ def run(device, n_images, grid, arch):
     pl = landscape.plane(sd, *other, [k for k, _ in clf.named_parameters()])
     xs = np.linspace(-0.5, 1.5, grid)
     plane = timed(lambda: landscape.grid_loop(clf, pl, xs, xs, x[:64], y[:64], None, progress=False), device)
+    vmapped = timed(lambda: landscape.grid_batched(clf, pl, xs, xs, x[:64], y[:64], None, chunk=8, progress=False),
+                    device)
     return {"extract img/s": n_images / extract, "e2e epoch img/s": n_images / epoch,
-            f"{grid}x{grid} plane s": plane}
+            f"{grid}x{grid} plane s": plane, f"{grid}x{grid} plane vmapped s": vmapped,
+            "plane vmap speed-up": plane / vmapped}
 
 
 def main():
