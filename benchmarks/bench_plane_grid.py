@@ -35,18 +35,11 @@ def main(points_per_side=5):
 def imagenet_size(points_per_side=2, n_images=64, arch="ViT-B-32"):
     """The same comparison on an ImageNet-size classifier (open_clip architecture, random weights, no BatchNorm):
     here building and loading 88 M parameters per point is what the loop pays for."""
-    import open_clip
+    from _random_vit import classifier_and_plane
 
-    torch.manual_seed(0)
-    visual = open_clip.create_model(arch, pretrained=None).visual.eval()
-    W = torch.nn.functional.normalize(torch.randn(10, visual.output_dim), dim=-1)
-    clf = ft.ImageClassifier(visual, 100 * W).eval()
-    sd = {k: v.detach().clone() for k, v in clf.state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    other = [{k: v + 0.001 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd.items()}
-             for _ in range(2)]
-    pl = landscape.plane(sd, *other, [k for k, _ in clf.named_parameters()])
-    x, y = torch.randn(n_images, 3, 224, 224, generator=g), torch.randint(0, 10, (n_images,), generator=g)
+    clf, pl, size = classifier_and_plane(arch)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n_images, 3, size, size, generator=g), torch.randint(0, 10, (n_images,), generator=g)
     xs = np.linspace(-0.5, 1.5, points_per_side)
     t = time.perf_counter()
     e1, _ = landscape.grid_loop(clf, pl, xs, xs, x, y, None, progress=False)
@@ -59,8 +52,5 @@ def imagenet_size(points_per_side=2, n_images=64, arch="ViT-B-32"):
 
 
 if __name__ == "__main__":
-    import logging
-
-    logging.disable(logging.WARNING)  # open_clip's "no pretrained weights" notice
     main()
     imagenet_size()

@@ -9,8 +9,8 @@ import argparse
 import time
 
 import numpy as np
-import open_clip
 import torch
+from _random_vit import classifier_and_plane
 
 from fmcls_lib import finetune, landscape
 
@@ -26,23 +26,15 @@ def timed(fn, device):
 
 
 def run(device, n_images, grid, arch):
-    torch.manual_seed(0)
-    model = open_clip.create_model(arch, pretrained=None).visual.to(device).eval()  # random weights: no download
-    size = model.image_size[0] if isinstance(model.image_size, (tuple, list)) else model.image_size
+    clf, pl, size = classifier_and_plane(arch, device)
+    model = clf.image_encoder
     x = torch.randn(n_images, 3, size, size, device=device)
     with torch.no_grad():
         model(x[:8])
         extract = timed(lambda: [model(x[i:i + 64]) for i in range(0, n_images, 64)], device)
-    W = torch.nn.functional.normalize(torch.randn(10, model.output_dim), dim=-1)
-    clf = finetune.ImageClassifier(model, 100 * W).to(device)
     y = torch.randint(0, 10, (n_images,), device=device)
     r = finetune.Recipe(epochs=1, batch_size=32, warmup_steps=1)
     epoch = timed(lambda: finetune.finetune(clf, r, x, y, x[:64], y[:64], progress=False, device=str(device)), device)
-    sd = {k: v.detach().clone() for k, v in clf.state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    other = [{k: v + 0.001 * torch.randn(v.shape, generator=g).to(v) if v.is_floating_point() else v
-              for k, v in sd.items()} for _ in range(2)]
-    pl = landscape.plane(sd, *other, [k for k, _ in clf.named_parameters()])
     xs = np.linspace(-0.5, 1.5, grid)
     plane = timed(lambda: landscape.grid_loop(clf, pl, xs, xs, x[:64], y[:64], None, progress=False), device)
     vmapped = timed(lambda: landscape.grid_batched(clf, pl, xs, xs, x[:64], y[:64], None, chunk=8, progress=False),

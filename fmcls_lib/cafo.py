@@ -229,3 +229,38 @@ def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fus
     doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
     acc = with_ood({d: accuracy_of(model, feats("test", d), b.S["clip"]["test", d][1]) for d in doms})
     return acc, model, seconds
+
+
+def against_tip_adapter(b: Bank, W_plain, W_desc, shots, k_prime: int, grid=None, scale: float = LOGIT_SCALE,
+                        epochs: int = 20, seed: int = 0, domains=None) -> tuple[dict, dict, dict]:
+    """Figure-5 analogue: zero-shot CLIP and Tip-Adapter / Tip-Adapter-F (cache of the K real shots, classifier
+    ``W_plain``) against CaFo (``W_desc``, ``k_prime`` generated images per class), every choice on photo validation.
+
+    Returns ``(curves, seconds, by_domain)``: photo test accuracy per method and shot count, training seconds
+    of each method at the largest shot count, and per-domain test accuracy of Tip-Adapter-F and CaFo there."""
+    import time
+
+    from . import tip_adapter
+    from .data import few_shot
+    from .heads import accuracy_by_domain, logits as zs_logits
+
+    f, y = b.S["clip"]["test", "photo"]
+    fv, yv = b.S["clip"]["val", "photo"]
+    doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
+    zs = accuracy(zs_logits(f, W_plain, scale), y)
+    curves = {m: {} for m in ("zero_shot", "tip_adapter", "tip_adapter_f", "cafo")}
+    seconds = {}
+    for k in sorted(shots):
+        idx = torch.as_tensor(few_shot(b.y_train.numpy(), k, seed))
+        curves["zero_shot"][k] = zs
+        for m, ft in (("tip_adapter", False), ("tip_adapter_f", True)):
+            t0 = time.perf_counter()
+            tip = tip_adapter.fit(b.views["clip"][:, idx], b.y_train[idx], W_plain, fv, yv, finetune=ft,
+                                  epochs=epochs, grid=grid, scale=scale, seed=seed)
+            seconds[m] = time.perf_counter() - t0
+            curves[m][k] = accuracy(tip.logits(f), y)
+        acc, _, seconds["cafo"] = run(b, W_desc, k, k_prime, grid=grid, scale=scale, epochs=epochs, seed=seed,
+                                      domains=doms)
+        curves["cafo"][k] = acc["photo"]
+    by_domain = {"tip_adapter_f": accuracy_by_domain(tip.logits, b.S["clip"], doms), "cafo": acc}
+    return curves, seconds, by_domain

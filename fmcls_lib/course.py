@@ -86,6 +86,14 @@ def _fingerprint(lesson: str, params: dict) -> str:
     return h.hexdigest()
 
 
+def _route_figures(param_set, out_dir: Path, overridden: bool = False) -> Path:
+    """Where a run's records and figures go: only the unchanged ``full`` set refreshes the course's ``figures/``;
+    anything else writes to ``<out_dir>/figures``.  Set in the environment, which the lessons' kernels inherit."""
+    figures = FIGURES if param_set == "full" and not overridden else Path(out_dir) / "figures"
+    os.environ["FMCLS_FIGURES"] = str(figures)
+    return figures
+
+
 def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=None) -> dict:
     """Build (or load) the embedded models, run every lesson, refresh ``figures/`` and its summary
     (other parameter sets write their figures and summary to ``<out_dir>/figures`` instead).
@@ -98,8 +106,7 @@ def run_course(param_set: str = "full", out_dir=None, force: bool = False, only=
     from . import backbones
 
     out_dir = Path(out_dir or ROOT / "executed" / param_set)
-    figures = FIGURES if param_set == "full" else out_dir / "figures"  # only full runs refresh figures/
-    os.environ["FMCLS_FIGURES"] = str(figures)  # the lessons' kernels inherit it
+    figures = _route_figures(param_set, out_dir)
     t0 = time.time()
     # each builds into the cache only if the shipped copy is missing or corrupt
     backbones.load_clip("tiny")
@@ -193,9 +200,7 @@ def _cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out_dir = Path(args.out or ROOT / "executed" / (args.param_set or "custom"))
-    # only the full set, unchanged, refreshes the course's figures/; anything else writes beside its notebook
-    figures = FIGURES if args.param_set == "full" and not args.param else out_dir / "figures"
-    os.environ["FMCLS_FIGURES"] = str(figures)
+    figures = _route_figures(args.param_set, out_dir, bool(args.param))
     out = run_lesson(args.lesson, params, out_dir)
     print(f"executed notebook: {out}\nfigures and metrics: {figures}/{args.lesson}*.png / .json")
     return 0

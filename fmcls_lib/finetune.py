@@ -236,6 +236,14 @@ def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> li
             for _ in range(n)]
 
 
+def _run_key(backbone, W, recipe: Recipe, X, **extra) -> dict:
+    """Disk-cache key of one fine-tuning run: backbone weights, head, recipe, train-set size, plus ``extra``."""
+    from . import cache
+
+    return {"backbone": backbone.id, "W": cache.key_digest({"W": W.tolist()}), "recipe": asdict(recipe),
+            "train": int(len(X["train", "photo"][1])), **extra}
+
+
 def _ingredient_job(shared, job):
     """One soup ingredient (an executor job): fine-tune a copy of ``theta_0`` and write it to the cache."""
     import os
@@ -258,8 +266,7 @@ def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True,
     ``"ray"`` / ``"ray://host:port"`` as Ray tasks that write their checkpoints to ``$FMCLS_CACHE``."""
     from . import cache, executors
 
-    keys = [{"backbone": backbone.id, "task": task, "W": cache.key_digest({"W": W.tolist()}),
-             "recipe": asdict(r), "train": int(len(X["train", "photo"][1]))} for r in recipes]
+    keys = [_run_key(backbone, W, r, X, task=task) for r in recipes]
     found = {i: cache.get("ingredients", k) for i, k in enumerate(keys)}
     todo = [i for i, d in found.items() if d is None]
     if todo:
@@ -368,8 +375,7 @@ def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str
 
     def run(branch):
         seed = recipe.seed if branch is None or child_init_seed is None else child_init_seed
-        key = {"backbone": backbone.id, "W": cache.key_digest({"W": W.tolist()}), "recipe": asdict(recipe),
-               "init": init, "init_seed": seed, "branch": branch, "train": int(len(X["train", "photo"][1]))}
+        key = _run_key(backbone, W, recipe, X, init=init, init_seed=seed, branch=branch)
         return cache.get_or_compute("branches", key, lambda: finetune(
             start(seed), recipe, *X["train", "photo"], x_val, y_val, progress=False, keep="last", branch=branch).state_dict)
 

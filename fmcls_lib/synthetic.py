@@ -98,6 +98,9 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
     return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_image)
 
 
+CF_MIN_PER_CLASS = 4  # the lessons' CF: per-class top-k fallback so no class is left (nearly) empty
+
+
 def clip_filter(zs_logits: torch.Tensor, labels, min_per_class: int = 0) -> torch.Tensor:
     """CF: keep an image when the zero-shot probability of its intended class is above 1/C; a class left
     with fewer than ``min_per_class`` images keeps its ``min_per_class`` most confident ones instead
@@ -214,6 +217,30 @@ def split_holdout(n: int, labels, frac: float = 0.2, seed: int = 0):
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+_PROBES: dict = {}
+
+
+def real_photo_probe(clip, task: str):
+    """The linear probe on real photo train features (C chosen on photo validation) that judges whether an
+    image shows its class; fitted once per backbone (weights id) and task in a process."""
+    from . import features, heads
+
+    if (clip.id, task) not in _PROBES:
+        S = features.load_splits(clip, task, ("photo",), splits=("train", "val"), progress=False)
+        _PROBES[clip.id, task] = heads.linear_probe(*S["train", "photo"], *S["val", "photo"])
+    return _PROBES[clip.id, task]
+
+
+def label_agreement(clip, task: str, sets: dict, cf_min_per_class: int = CF_MIN_PER_CLASS) -> dict:
+    """How clean a synthetic training set is: the share of its images that :func:`real_photo_probe` assigns to
+    their intended class, for B, LE and LE+CF (``sets`` as from :func:`synthetic_set`, keys ``"b"``, ``"le"``)."""
+    probe = real_photo_probe(clip, task)
+    keep = clip_filter(sets["le"]["zs"], sets["le"]["y"], cf_min_per_class)
+    parts = {"b": (sets["b"]["f"], sets["b"]["y"]), "le": (sets["le"]["f"], sets["le"]["y"]),
+             "le_cf": (sets["le"]["f"][keep], sets["le"]["y"][keep])}
+    return {name: float((probe.predict(f) == torch.as_tensor(y)).float().mean()) for name, (f, y) in parts.items()}
+
+
 def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: int = 16,
                        guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0) -> dict:
     """How often a generated image is recognised as its prompt's class: by a linear probe trained on real
@@ -221,12 +248,11 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     ("a photo of a hexagon.") and for prompts in the generator's caption vocabulary (its synonyms for
     the never-named classes), plus the zero-shot rate per domain word of the prompt.  Images come from
     :func:`generate` (cached on disk for a generator with a weights id)."""
-    from . import features, heads, prompts as P
+    from . import heads, prompts as P
 
     clip = clip or pipe.clip
     classes = world.TASKS[task].classnames
-    S = features.load_splits(clip, task, ("photo",), splits=("train", "val"), progress=False)
-    probe = heads.linear_probe(*S["train", "photo"], *S["val", "photo"])
+    probe = real_photo_probe(clip, task)
     W = heads.zero_shot_head(clip, classes, P.PHOTO)
     scale = heads.logit_scale(clip)
     y = np.repeat(np.arange(len(classes)), per_class)
@@ -280,7 +306,7 @@ def synthetic_set(clip, pipe, classnames, strategy: str, per_class: int, guidanc
     return {"images": imgs, "y": torch.as_tensor(y), "f": f, "zs": heads.logits(f, W, heads.logit_scale(clip))}
 
 
-def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, cf_min_per_class: int = 4,
+def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, cf_min_per_class: int = CF_MIN_PER_CLASS,
                     seed: int = 0) -> tuple[dict, dict]:
     """Table-2 analogue: heads trained on synthetic features only (B / LE / LE+CF, each with CE and SCE),
     initialised from the zero-shot head; epochs chosen on held-out *synthetic* images (no real label is

@@ -151,3 +151,29 @@ def test_recorded_headline_is_the_build_record_only_where_it_applies(micro_dino,
     assert dino.headline_metrics(micro_dino, recorded=True) == {**rec, "recorded_at_build": True}
     computed = dino.headline_metrics(micro_dino, clip_name="micro", shots=2, seeds=1, recorded=True)
     assert "recorded_at_build" not in computed and 0 <= computed["ssl"]["knn"] <= 1
+
+
+def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
+    from fmcls_lib import data
+    g = torch.Generator().manual_seed(0)
+    c, n = 4, 24
+    y_train = torch.arange(n) % c
+    split = lambda d, m: (F.normalize(torch.randn(m, d, generator=g), dim=-1), torch.arange(m) % c)  # noqa: E731
+    S = {e: {("val", "photo"): split(d, 16), ("test", "photo"): split(d, 20), ("test", "sketch"): split(d, 20)}
+         for e, d in (("clip", 16), ("dino", 8))}
+    views = {e: F.normalize(torch.randn(2, n, d, generator=g), dim=-1) for e, d in (("clip", 16), ("dino", 8))}
+    b = cafo.Bank(S, views, {"clip": None, "dino": None}, np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64),
+                  y_train, 0)
+    W = F.normalize(torch.randn(c, 16, generator=g), dim=-1)
+    grid = (torch.tensor([1.0, 4.0]), torch.tensor([0.0, 1.0]))
+    curves, secs, dom = cafo.against_tip_adapter(b, W, W, [1, 2], 0, grid=grid, scale=20.0, epochs=2)
+    f, y = S["clip"]["test", "photo"]
+    for k in (1, 2):
+        idx = torch.as_tensor(data.few_shot(y_train.numpy(), k, 0))
+        tip = tip_adapter.fit(views["clip"][:, idx], y_train[idx], W, *S["clip"]["val", "photo"], finetune=True,
+                              epochs=2, grid=grid, scale=20.0)
+        assert curves["tip_adapter_f"][k] == heads.accuracy(tip.logits(f), y)
+        assert curves["cafo"][k] == cafo.run(b, W, k, 0, grid=grid, scale=20.0, epochs=2)[0]["photo"]
+        assert curves["zero_shot"][k] == heads.accuracy(heads.logits(f, W, 20.0), y)
+    assert set(secs) == {"tip_adapter", "tip_adapter_f", "cafo"} and set(dom["cafo"]) == {"photo", "sketch", "ood"}
+    assert dom["tip_adapter_f"]["photo"] == curves["tip_adapter_f"][2]
