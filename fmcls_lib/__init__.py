@@ -21,6 +21,9 @@ def __getattr__(name):  # modules load on first use, so `import fmcls_lib` stays
 
 
 def seed_everything(seed: int = 0, threads: int | None = None):
+    """Seed Python, NumPy and torch, and pin torch's intra-op thread count (``threads``, else ``$FMCLS_THREADS``,
+    else 2): the thread count changes floating-point results of training, so records are made with a fixed one."""
+    import os
     import random
 
     import numpy as np
@@ -28,8 +31,7 @@ def seed_everything(seed: int = 0, threads: int | None = None):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(int(threads or os.environ.get("FMCLS_THREADS") or 2))
 
 
 __all__ = ["errors", "FmclsError", "UnknownNameError", "IncompatibleWeightsError", "OfflineModelError",

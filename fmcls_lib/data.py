@@ -23,6 +23,10 @@ TORCHVISION = {
 }
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1
+SPLIT_SIZES = ("full", "smoke")
+# the size of the world's evaluation splits in this process: "full" (400 test / 100 val images per class) or
+# "smoke" (a small prefix of each); lessons set it from their `smoke` parameter, tests through $FMCLS_SPLITS
+_split_size = os.environ.get("FMCLS_SPLITS", "full")
 
 
 @dataclass
@@ -48,6 +52,18 @@ class Dataset:
         return len(self.labels)
 
 
+def set_split_sizes(size: str) -> None:
+    """Use the ``"full"`` or the ``"smoke"`` evaluation splits of the world's tasks from now on (train is the same
+    in both; smoke splits are prefixes of the full ones)."""
+    global _split_size
+    _check("split size", size, SPLIT_SIZES)
+    _split_size = size
+
+
+def split_sizes() -> str:
+    return _split_size
+
+
 def names() -> list[str]:
     return list(world.TASKS) + list(TORCHVISION)
 
@@ -61,7 +77,9 @@ def load(name: str, split: str = "test", domain: str = "photo") -> Dataset:
     _check("split", split, SPLITS)
     if name in world.TASKS:
         _check("domain", domain, world.DOMAINS)
-        scenes, labels = world.task_scenes(name, split, domain)
+        _check("split size ($FMCLS_SPLITS)", _split_size, SPLIT_SIZES)
+        per_class = world.SMOKE_PER_CLASS[name][split] if _split_size == "smoke" else None
+        scenes, labels = world.task_scenes(name, split, domain, per_class)
         return Dataset(name, split, domain, world.TASKS[name].classnames, labels,
                        lambda: world.render_many(scenes))
     if name in TORCHVISION:

@@ -353,21 +353,29 @@ class Task:
         return {"shape": shape, "color": color}
 
 
+# Evaluation splits are large (400 test images per class per domain, 100 validation per class), so that a paired
+# test can tell a few points apart; train stays small (few-shot draws come from it).  world/objects has the same
+# totals over its 120 classes.  SMOKE_PER_CLASS: the small splits of the `smoke` parameter set — a prefix of each
+# full split (scene i has label i % C and its own seed), so smoke images are a subset of the full ones.
 TASKS = {
-    "world/shapes": Task("world/shapes", SHAPES, {"train": 64, "val": 25, "test": 50}),
-    "world/colors": Task("world/colors", tuple(COLORS), {"train": 64, "val": 25, "test": 50}),
+    "world/shapes": Task("world/shapes", SHAPES, {"train": 64, "val": 100, "test": 400}),
+    "world/colors": Task("world/colors", tuple(COLORS), {"train": 64, "val": 100, "test": 400}),
     "world/objects": Task("world/objects", tuple(f"{c} {s}" for s in SHAPES for c in COLORS),
-                          {"train": 16, "val": 4, "test": 8}),
+                          {"train": 16, "val": 10, "test": 40}),
 }
+SMOKE_PER_CLASS = {"world/shapes": {"train": 64, "val": 25, "test": 50},
+                   "world/colors": {"train": 64, "val": 25, "test": 50},
+                   "world/objects": {"train": 16, "val": 4, "test": 8}}
 SPLITS = ("train", "val", "test")
 
 
-def task_scenes(task: str, split: str, domain: str) -> tuple[list[Scene], np.ndarray]:
-    """Class-balanced scenes of one downstream split; seeds disjoint from pre-training."""
+def task_scenes(task: str, split: str, domain: str, per_class: int | None = None) -> tuple[list[Scene], np.ndarray]:
+    """Class-balanced scenes of one downstream split; seeds disjoint from pre-training.  ``per_class`` (default:
+    the task's size) takes the first ``per_class`` images of every class: a prefix of the full split."""
     t = TASKS[task]
     ti, si, di = list(TASKS).index(task), SPLITS.index(split), DOMAINS.index(domain)
     scenes, labels = [], []
-    for i in range(t.per_class[split] * len(t.classnames)):
+    for i in range((per_class or t.per_class[split]) * len(t.classnames)):
         label = i % len(t.classnames)
         rng = _rng(_STREAM_TASKS, ti, si, di, i)
         scenes.append(sample_scene(rng, domain=domain, **t.label_attrs(label)))

@@ -3,6 +3,7 @@ import os
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach for the network
+os.environ.setdefault("FMCLS_SPLITS", "smoke")  # small evaluation splits (lessons' kernels inherit it)
 
 
 @pytest.fixture(scope="session", autouse=True)
