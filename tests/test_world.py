@@ -71,3 +71,29 @@ def test_pretraining_is_photo_heavy_with_all_domains():
     doms = [s.domain for s in world.pretrain_scenes(4000)]
     frac = {d: doms.count(d) / len(doms) for d in world.DOMAINS}
     assert frac["photo"] > 0.6 and all(frac[d] > 0.02 for d in world.SHIFTS)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_evaluation_splits_are_large_and_smoke_splits_are_their_prefix(split):
+    full, yf = world.task_scenes("world/shapes", split, "sketch")
+    assert len(full) == {"val": 100, "test": 400}[split] * len(world.SHAPES)
+    k = world.SMOKE_PER_CLASS["world/shapes"][split]
+    small, ys = world.task_scenes("world/shapes", split, "sketch", k)
+    assert small == full[:len(small)] and (ys == yf[:len(ys)]).all()
+    assert (np.bincount(ys) == k).all()
+
+
+def test_data_load_follows_the_split_size_setting():
+    from fmcls_lib import data
+    from fmcls_lib.errors import UnknownNameError
+    before = data.split_sizes()
+    try:
+        data.set_split_sizes("smoke")
+        assert len(data.load("world/shapes", "test", "photo")) == 50 * 12
+        data.set_split_sizes("full")
+        assert len(data.load("world/shapes", "test", "photo")) == 400 * 12
+        assert len(data.load("world/shapes", "train", "photo")) == 64 * 12
+        with pytest.raises(UnknownNameError):
+            data.set_split_sizes("tiny")
+    finally:
+        data.set_split_sizes(before)
