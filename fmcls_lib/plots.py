@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd  # noqa: F401  (lessons build their tables with fm.plots.pd)
 import seaborn as sns
 
-from .results import FIGURES
+from .results import figures_dir
 
 sns.set_theme(style="whitegrid", context="notebook")
 _palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9) \
@@ -33,7 +33,7 @@ def color(method: str):
 
 def save(fig, name: str, out_dir=None, svg: bool = False) -> Path:
     """Save ``fig`` as ``<figures>/<name>.png`` (and ``.svg``) under a stable name."""
-    out = Path(out_dir or FIGURES)
+    out = Path(out_dir or figures_dir())
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
     if svg:
