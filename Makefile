@@ -13,15 +13,20 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "note: /usr/bin/chromium missing and not installable here; the browser test will be skipped"
 
-# Build the embedded models if they are not cached, run every lesson headless, refresh figures/.
+# Build the embedded models if they are not cached, run every lesson headless, refresh figures/, then check that
+# every record is what this code makes.  Torch's intra-op thread count is pinned (it changes trained weights);
+# every record stores it and `make check` requires it.
 course: install
-	$(PY) -m fmcls_lib course --set full
+	FMCLS_THREADS=2 $(PY) -m fmcls_lib course --set full
+	$(PY) -m fmcls_lib check
 
 # The whole test suite: unit tests, a papermill run, and every lesson under nbval with smoke settings.
 test: install browser
 	rm -rf .smoke && $(PY) -m fmcls_lib prepare --set smoke .smoke
 	$(PY) -m pytest tests .smoke --nbval-lax -p no:cacheprovider
 
+# The shipped models against their recipes, and every committed record (figures/*.json) against the current code,
+# notebooks and default parameters (fingerprint, params, full splits, 2 threads, a verdict per claim).
 check:
 	$(PY) -m fmcls_lib check
 

@@ -58,8 +58,12 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Exit 1 if a shipped model is missing, corrupt or built from an older recipe than the code's."""
-    from . import backbones, cache
+    """Exit 1 if a shipped model is missing, corrupt or built from an older recipe than the code's, or if a
+    committed record (``figures/<lesson>.json``) or the summary ``figures/README.md`` is not what the current code
+    produces (:func:`fmcls_lib.provenance.check_records`)."""
+    from pathlib import Path
+
+    from . import backbones, cache, course, provenance
 
     bad = []
     manifest = backbones._manifest()
@@ -77,7 +81,15 @@ def cmd_check(args) -> int:
             bad.append(f"{key}: stale (built from recipe {entry['recipe_hash']}, code has {want}); "
                        "run `fmcls build`")
     print("\n".join(bad) or "shipped models: all present, intact and up to date")
-    return 1 if bad else 0
+    figures = Path(args.figures) if getattr(args, "figures", None) else provenance.ROOT / "figures"
+    stale = provenance.check_records(figures, complete=True)
+    readme = figures / "README.md"
+    if not stale and (not readme.exists() or readme.read_text() != course.summary_text(figures)):
+        stale.append(f"{readme.name}: not the summary of the records in {figures}; "
+                     f"{provenance.REGENERATE} (or `fmcls summary`)")
+    n = len(list(figures.glob("[0-9][0-9]_*.json")))
+    print("\n".join(stale) or f"records: all {n} in {figures} match the current code, notebooks and parameters")
+    return 1 if bad or stale else 0
 
 
 def main(argv=None) -> int:
@@ -88,7 +100,9 @@ def main(argv=None) -> int:
                    help="manifest keys such as clip-tiny, generator-tiny, ssl-tiny-dino (default: all shipped)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--threads", type=int, default=None)
-    sub.add_parser("check", help="verify the shipped models against the manifest and the recipes")
+    ch = sub.add_parser("check", help="verify the shipped models against the manifest and the recipes, and the "
+                                      "committed records against the code that makes them")
+    ch.add_argument("--figures", default=None, help="the records' folder (default: the course's figures/)")
     from . import course
     course.add_parsers(sub)
     args = p.parse_args(argv)

@@ -121,6 +121,8 @@ def _load_torchvision(name: str, split: str) -> Dataset:
 
 def few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
     """Indices of ``shots`` examples per class, drawn with ``seed`` (sorted; same seed, same draw)."""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise ValueError(f"shots must be a whole number of examples per class, at least 1; got {shots!r}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     out = []

@@ -48,3 +48,11 @@ def test_features_cached_normalised_and_keyed_by_backbone(micro, monkeypatch):
     assert "images" not in fresh.__dict__  # a hit does not even render
     assert (f1 == f2).all()
     assert features.feature_key(micro, ds) != features.feature_key(micro, data.load("world/shapes", "test", "painting"))
+
+
+def test_few_shot_needs_at_least_one_shot():
+    y = np.repeat(np.arange(5), 20)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=r"shots must be a whole number of examples per class, at least 1; "
+                                             rf"got {bad}"):
+            data.few_shot(y, bad, 0)
