@@ -5,6 +5,7 @@ Names follow the lecture: ``f`` image features (L2-normalised, ``[N, D]``), ``W`
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
@@ -16,13 +17,38 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from .errors import UnknownNameError
+
+
+class single_threaded(contextlib.ContextDecorator):
+    """Run torch with one intra-op thread inside (restored after); a context manager and a decorator.
+
+    Heads are built from a few hundred prompts and train and search on small cached tensors, where a second
+    OpenMP thread only adds synchronisation, and on a busy machine much more (measured on 2 shared cores:
+    CLIP-Adapter's 200 epochs 40 s with two threads, 0.75 s with one; the 87 per-template classifiers of lesson
+    01 19 s and 0.8 s).  One thread also makes every head's numbers independent of ``$FMCLS_THREADS``.
+    """
+
+    def __init__(self):
+        self._outer = []  # a stack: one decorated function may run inside another
+
+    def __enter__(self):
+        self._outer.append(torch.get_num_threads())
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._outer.pop())
+        return False
+
 
 LOGIT_SCALE = 100.0  # OpenAI CLIP's learned logit scale (saturated at its cap); the slides' "100"
 PROBE_C_GRID = tuple(np.logspace(-2, 3, 11))
 
 
+@single_threaded()
 def zero_shot_head(backbone, classnames, templates) -> torch.Tensor:
     """``W`` ``[C, D]``: per class, the normalised mean of the normalised embeddings of its prompts.
 
@@ -34,6 +60,7 @@ def zero_shot_head(backbone, classnames, templates) -> torch.Tensor:
     return W.T.float().cpu()
 
 
+@single_threaded()
 def description_head(backbone, classnames, descriptions: dict, templates=("a photo of a {}.",)) -> torch.Tensor:
     """CuPL / CaFo classifier: per class, the normalised mean of the embeddings of its templated name and
     of its descriptions (``descriptions[class]``: sentences), normalised again."""
@@ -72,6 +99,7 @@ def accuracy(logits_or_pred: torch.Tensor, labels) -> float:
     return float((torch.as_tensor(pred) == torch.as_tensor(labels)).float().mean())
 
 
+@single_threaded()
 def forward_select_templates(heads: torch.Tensor, f_val, y_val, max_templates: int | None = None):
     """Sequential forward selection of templates on validation (CLIP's prompt-engineering notebook).
 
@@ -99,7 +127,8 @@ class LinearProbe:
     val_accuracy: dict  # C -> validation accuracy
 
     def logits(self, f) -> torch.Tensor:
-        return torch.as_tensor(self.clf.decision_function(np.asarray(f)), dtype=torch.float32)
+        with threadpool_limits(1, user_api="blas"):
+            return torch.as_tensor(self.clf.decision_function(np.asarray(f)), dtype=torch.float32)
 
     def predict(self, f) -> torch.Tensor:
         return torch.as_tensor(self.clf.predict(np.asarray(f)))
@@ -112,14 +141,16 @@ def linear_probe(f_train, y_train, f_val, y_val, Cs=PROBE_C_GRID, max_iter: int 
     """
     Xtr, ytr, Xva, yva = map(np.asarray, (f_train, y_train, f_val, y_val))
     best, scores = None, {}
-    for C in Cs:
-        clf = LogisticRegression(C=C, max_iter=max_iter)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+    # one BLAS thread: these problems are small, and a multi-threaded BLAS spinning on a busy machine made
+    # the 11 L-BFGS fits on 768 images take 38 s instead of 0.9 s (measured on 2 shared cores)
+    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for C in Cs:
+            clf = LogisticRegression(C=C, max_iter=max_iter)
             clf.fit(Xtr, ytr)
-        scores[float(C)] = float((clf.predict(Xva) == yva).mean())
-        if best is None or scores[float(C)] > scores[best[0]]:
-            best = (float(C), clf)
+            scores[float(C)] = float((clf.predict(Xva) == yva).mean())
+            if best is None or scores[float(C)] > scores[best[0]]:
+                best = (float(C), clf)
     return LinearProbe(best[1], best[0], scores)
 
 
@@ -129,29 +160,48 @@ def with_ood(acc: dict) -> dict:
     return {**acc, "ood": float(np.mean([acc[d] for d in shifts]))} if shifts else dict(acc)
 
 
+@single_threaded()
 def accuracy_by_domain(logits_fn, S, domains, split: str = "test") -> dict:
     """``{domain: accuracy}`` of ``logits_fn(f)`` on ``S[split, domain]``, plus ``ood`` (shift mean)."""
     return with_ood({d: accuracy(logits_fn(S[split, d][0]), S[split, d][1]) for d in domains})
 
 
-def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "photo") -> dict:
+@single_threaded()
+def correct_by_domain(logits_fn, S, domains, split: str = "test") -> dict:
+    """``{domain: bool [n]}``: which test images ``logits_fn`` gets right (``fm.results.correct``), the input of the
+    paired tests in ``fm.results``.  Its mean per domain is :func:`accuracy_by_domain`."""
+    from .results import correct
+    with torch.no_grad():
+        return {d: correct(logits_fn(S[split, d][0]), S[split, d][1]) for d in domains}
+
+
+def accuracies(correct: dict) -> dict:
+    """``{domain: accuracy}`` (plus ``ood``) from ``{domain: per-image correctness}``."""
+    return with_ood({d: float(np.mean(c)) for d, c in correct.items()})
+
+
+def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "photo",
+                return_correct: bool = False):
     """k-shot linear probes: ``{k: {domain or "ood": [test accuracy per seed]}}``.
 
     Each probe is trained on ``k`` examples per class of ``train_domain``'s train split (seeded draw)
-    and its C is chosen on that domain's validation split.
+    and its C is chosen on that domain's validation split.  With ``return_correct``, also
+    ``{k: {domain: bool [seeds, n]}}``, which test images each seed's probe gets right (for ``fm.results.beats``).
     """
     from .data import few_shot
 
     f_tr, y_tr = S["train", train_domain]
     f_va, y_va = S["val", train_domain]
-    out = {}
+    out, right = {}, {}
     for k in shots:
         runs = []
         for seed in range(seeds):
             idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
-            runs.append(accuracy_by_domain(linear_probe(f_tr[idx], y_tr[idx], f_va, y_va).logits, S, domains))
-        out[k] = {d: [r[d] for r in runs] for d in runs[0]}
-    return out
+            runs.append(correct_by_domain(linear_probe(f_tr[idx], y_tr[idx], f_va, y_va).logits, S, domains))
+        accs = [accuracies(r) for r in runs]
+        out[k] = {d: [a[d] for a in accs] for d in accs[0]}
+        right[k] = {d: np.stack([r[d] for r in runs]) for d in domains}
+    return (out, right) if return_correct else out
 
 
 @dataclass
@@ -164,6 +214,7 @@ class Fit:
     epochs: int
 
 
+@single_threaded()
 def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: float,
                    weight_decay: float = 0.01, batch_size: int = 256, seed: int = 0) -> Fit:
     """AdamW + cosine schedule, one augmented view per epoch; keeps the epoch best on validation.

@@ -18,10 +18,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views
+from .heads import LOGIT_SCALE, Fit, accuracy, single_threaded, train_on_views
 
 
 @dataclass
@@ -98,6 +99,7 @@ def grid_accuracy(f, y, cache: Cache, W, betas, alphas, keys=None, scale: float 
     return torch.cat(out)
 
 
+@single_threaded()
 def search(f_val, y_val, cache: Cache, W, betas=None, alphas=None, keys=None,
            scale: float = LOGIT_SCALE) -> Search:
     """(alpha, beta) with the best validation accuracy over the grid; ties go to the first pair in
@@ -145,6 +147,7 @@ class TipAdapter:
         return logits(f, self.cache, self.W, self.alpha, self.beta, self.keys, self.scale)
 
 
+@single_threaded()
 def fit(views, y_train, W, f_val, y_val, finetune: bool = False, epochs: int = 20, lr: float = 1e-3,
         init_alpha: float = 1.0, init_beta: float = 1.0, grid=None, scale: float = LOGIT_SCALE,
         seed: int = 0) -> TipAdapter:
@@ -169,6 +172,7 @@ def fit(views, y_train, W, f_val, y_val, finetune: bool = False, epochs: int = 2
 METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "tip_adapter_f")
 
 
+@single_threaded()
 def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scale: float = LOGIT_SCALE,
                     grid=None, tip_f_epochs: int = 20, clip_adapter_epochs: int = 200,
                     clip_adapter_lr: float = 1e-2, progress: bool = True):
@@ -176,8 +180,10 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
 
     ``S[(split, domain)] = (f, y)``; ``views_all``: ``[E, N, D]`` augmented features of the full photo
     train split (each k-shot draw indexes it).  Everything is selected on photo validation.
-    Returns ``(acc, cost)``: ``acc[method][k][domain] = [per seed]``, ``cost[method]`` = list of
-    ``{"seconds", "epochs", "best_epoch"}`` at the largest ``k``.
+    Returns ``(acc, cost, correct)``: ``acc[method][k][domain] = [per seed]``, ``cost[method]`` = list of
+    ``{"seconds", "epochs", "best_epoch"}`` at the largest ``k`` (one per seed), and
+    ``correct[method][k][domain]`` = bool ``[seeds, n]``, which test images each seed's model gets right (the input
+    of ``fm.results.beats``; zero-shot, which draws nothing, repeats its one row).
     """
     from tqdm.auto import tqdm
 
@@ -187,7 +193,9 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
     f_tr, y_tr = S["train", "photo"]
     f_va, y_va = S["val", "photo"]
     acc = {m: {k: {} for k in shots} for m in METHODS}
+    right = {m: {k: {} for k in shots} for m in METHODS}
     cost = {m: [] for m in METHODS}
+    zero_shot = heads.correct_by_domain(lambda f: heads.logits(f, W, scale), S, domains)
     runs = [(k, s) for k in shots for s in range(seeds)]
     for k, seed in tqdm(runs, disable=not progress, desc="shots x seeds"):
         idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
@@ -202,12 +210,14 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
         tip_s = time.perf_counter() - t
         tip_f = fit(v, y, W, f_va, y_va, finetune=True, epochs=tip_f_epochs, grid=grid, scale=scale,
                     seed=seed)
-        fns = {"zero_shot": lambda f: heads.logits(f, W, scale), "linear_probe": probe.logits,
-               "clip_adapter": adapter, "tip_adapter": tip.logits, "tip_adapter_f": tip_f.logits}
-        with torch.no_grad():
-            for m, fn in fns.items():
-                for d, a in heads.accuracy_by_domain(fn, S, domains).items():
-                    acc[m][k].setdefault(d, []).append(a)
+        fns = {"linear_probe": probe.logits, "clip_adapter": adapter, "tip_adapter": tip.logits,
+               "tip_adapter_f": tip_f.logits}
+        by_method = {"zero_shot": zero_shot, **{m: heads.correct_by_domain(fn, S, domains) for m, fn in fns.items()}}
+        for m, c in by_method.items():
+            for d, a in heads.accuracies(c).items():
+                acc[m][k].setdefault(d, []).append(a)
+            for d, cd in c.items():
+                right[m][k].setdefault(d, []).append(cd)
         if k == max(shots):
             cost["zero_shot"].append({"seconds": 0.0, "epochs": 0})
             cost["linear_probe"].append({"seconds": probe_s, "epochs": None})
@@ -216,4 +226,5 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
             cost["tip_adapter"].append({"seconds": tip_s, "epochs": 0})
             cost["tip_adapter_f"].append({"seconds": tip_f.fit.seconds + tip_s, "epochs": tip_f.fit.epochs,
                                           "best_epoch": tip_f.fit.best_epoch})
-    return acc, cost
+    right = {m: {k: {d: np.stack(v) for d, v in r.items()} for k, r in rk.items()} for m, rk in right.items()}
+    return acc, cost, right

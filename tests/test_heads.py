@@ -77,3 +77,24 @@ def test_probe_curve_shapes_and_ood(micro_splits):
     assert all(len(v) == 2 for v in curve[2].values())
     for s in range(2):
         assert curve[1]["ood"][s] == pytest.approx(np.mean([curve[1][d][s] for d in world.SHIFTS]))
+
+
+def test_probe_curve_correctness_is_what_the_accuracies_average(micro_splits):
+    curve, right = heads.probe_curve(micro_splits, [1, 2], seeds=2, domains=world.DOMAINS, return_correct=True)
+    n = len(micro_splits["test", "photo"][1])
+    for k in (1, 2):
+        assert set(right[k]) == set(world.DOMAINS)
+        for d in world.DOMAINS:
+            assert right[k][d].shape == (2, n) and right[k][d].dtype == bool
+            assert curve[k][d] == pytest.approx(right[k][d].mean(1).tolist())
+    assert curve == heads.probe_curve(micro_splits, [1, 2], seeds=2, domains=world.DOMAINS)
+
+
+def test_single_threaded_restores_the_thread_count():
+    n = torch.get_num_threads()
+    with heads.single_threaded():
+        assert torch.get_num_threads() == 1
+        with heads.single_threaded():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n

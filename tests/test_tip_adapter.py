@@ -101,3 +101,18 @@ def test_clip_adapter_with_zero_ratio_is_zero_shot():
     torch.testing.assert_close(model(f), heads.logits(f, W, 10.0))
     _, fit = heads.clip_adapter(views, y_tr, W, f, y, epochs=4)
     assert fit.val_accuracy == max(fit.history)
+
+
+def test_compare_methods_returns_the_per_image_correctness_its_accuracies_average():
+    f, y, views, y_tr, W = _data()
+    S = {("train", "photo"): (torch.nn.functional.normalize(views.mean(0), dim=-1), y_tr),
+         ("val", "photo"): (f[:20], y[:20]), ("test", "photo"): (f[20:], y[20:])}
+    acc, cost, right = ta.compare_methods(S, views, W, [1, 2], 2, grid=ta.official_grid((7, 3), (10, 5)),
+                                          tip_f_epochs=2, clip_adapter_epochs=2, progress=False)
+    for m in ta.METHODS:
+        for k in (1, 2):
+            c = right[m][k]["photo"]
+            assert c.shape == (2, 20) and c.dtype == bool
+            assert acc[m][k]["photo"] == pytest.approx(c.mean(1).tolist())
+        assert len(cost[m]) == 2  # one entry per seed at the largest shot count
+    assert (right["zero_shot"][1]["photo"] == right["zero_shot"][1]["photo"][0]).all()  # draws nothing
