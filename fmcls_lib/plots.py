@@ -77,13 +77,30 @@ def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance:
     return fig
 
 
-def shots_curve(curves: dict, hlines: dict | None = None, title: str = "", domain: str = "photo"):
-    """``curves``: method -> {k: [accuracy per seed]}; mean ± std over seeds, log-2 shot axis."""
+def interval(values, level: float = 0.95) -> tuple[float, float]:
+    """``(mean, half-width)`` of the t interval of per-seed ``values`` (half-width 0 for a single value)."""
+    from scipy.stats import t as student_t
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(student_t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def pm(values, digits: int = 3) -> str:
+    """``"mean ± half-width"`` of the 95 % t interval over seeds, for tables (just the mean for one seed)."""
+    m, h = interval(values)
+    return f"{m:.{digits}f} ± {h:.{digits}f}" if np.size(values) > 1 else f"{m:.{digits}f}"
+
+
+def shots_curve(curves: dict, hlines: dict | None = None, title: str = "", domain: str = "photo",
+                err: str = "ci95"):
+    """``curves``: method -> {k: [accuracy per seed]}; mean over seeds with error bars (``err``: ``"ci95"``, the
+    95 % t interval of the mean, or ``"std"``), log-2 shot axis."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for method, curve in curves.items():
         ks = sorted(curve)
         m = [float(np.mean(curve[k])) for k in ks]
-        s = [float(np.std(curve[k])) for k in ks]
+        s = [interval(curve[k])[1] if err == "ci95" else float(np.std(curve[k])) for k in ks]
         ax.errorbar(ks, m, yerr=s, marker="o", capsize=3, color=color(method), label=LABELS.get(method, method))
     for method, v in (hlines or {}).items():
         ax.axhline(v, ls="--", color=color(method), label=LABELS.get(method, method))
