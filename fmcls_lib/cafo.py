@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .heads import LOGIT_SCALE, Fit, accuracy, train_on_views, with_ood
+from .heads import LOGIT_SCALE, Fit, accuracy, single_threaded, train_on_views, with_ood
 from .tip_adapter import build_cache, official_grid
 
 FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
@@ -48,17 +48,21 @@ def cache_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, beta
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:
-    """Each row minus its mean, over its standard deviation (over the classes)."""
-    return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+    """Each row minus its mean, over its standard deviation (over the classes, the last dimension)."""
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)
 
 
 def fusion_weights(zs: torch.Tensor, caches: list, base: str = "zs", normalize: bool = True) -> torch.Tensor:
     """``[N, M]`` weights of the ``M`` caches: softmax over caches of each cache's similarity to the
-    base distribution (``"zs"``, or ``"clip"`` / ``"dino"`` = the first / second cache)."""
-    ref = {"zs": zs, "clip": caches[0], "dino": caches[-1]}[base]
+    base distribution (``"zs"``, or ``"clip"`` / ``"dino"`` = the first / second cache).  Leading dimensions
+    (e.g. one per beta of a search) broadcast."""
     norm = zscore if normalize else (lambda x: x)
-    sims = torch.stack([(norm(c) * norm(ref)).sum(1) for c in caches], dim=1)
-    return sims.softmax(dim=1)
+    return _weights(norm(zs), [norm(c) for c in caches], base)
+
+
+def _weights(zs: torch.Tensor, caches: list, base: str) -> torch.Tensor:
+    ref = {"zs": zs, "clip": caches[0], "dino": caches[-1]}[base]
+    return torch.stack([(c * ref).sum(-1) for c in caches], dim=-1).softmax(dim=-1)
 
 
 def fuse(zs: torch.Tensor, caches: list, fusion: str = "adaptive") -> torch.Tensor:
@@ -67,15 +71,15 @@ def fuse(zs: torch.Tensor, caches: list, fusion: str = "adaptive") -> torch.Tens
         raise ValueError(f"fusion {fusion!r}; accepted: {', '.join(FUSIONS)}")
     if fusion == "slide":
         w = fusion_weights(zs, caches, normalize=False)
-        return sum(w[:, i:i + 1] * c for i, c in enumerate(caches))
+        return sum(w[..., i:i + 1] * c for i, c in enumerate(caches))
     z = [zscore(c) for c in caches]
     if fusion == "average":
         return sum(z) / len(z)
     if fusion == "max":
         return torch.stack(z).amax(0)
     base = {"adaptive": "zs", "clip_based": "clip", "dino_based": "dino"}[fusion]
-    w = fusion_weights(zs, caches, base)
-    return sum(w[:, i:i + 1] * zi for i, zi in enumerate(z))
+    w = _weights(zscore(zs) if base == "zs" else None, z, base)
+    return sum(w[..., i:i + 1] * zi for i, zi in enumerate(z))
 
 
 def logits(zs: torch.Tensor, caches: list, alpha: float, fusion: str = "adaptive") -> torch.Tensor:
@@ -109,22 +113,38 @@ class CaFo:
         return logits(zs, caches, self.alpha, self.fusion)
 
 
-def search(model: CaFo, feats_val: list, y_val, betas=None, alphas=None) -> CaFo:
-    """(alpha, beta) with the best validation accuracy (beta outer, alpha inner, first maximum wins)."""
+@single_threaded()
+def search(model: CaFo, feats_val: list, y_val, betas=None, alphas=None, max_elems: int = 2**21) -> CaFo:
+    """(alpha, beta) with the best validation accuracy (beta outer, alpha inner, first maximum wins).
+
+    Batched as :func:`fmcls_lib.tip_adapter.grid_accuracy` is: the affinities ``f F^T`` do not depend on beta, so
+    they are computed once and the betas scored in chunks of at most ``max_elems`` affinities; and for one beta
+    the logits ``p_ZS + alpha * fused`` classify an image correctly on an interval of alpha, so every alpha is
+    scored against that interval instead of materialising ``[betas, alphas, N, C]`` logits.
+    """
     if betas is None or alphas is None:
         betas, alphas = official_grid()
-    y_val = torch.as_tensor(y_val)
-    best = (-1.0, None, None)
-    for beta in betas.tolist():
-        model.beta = beta
-        zs, caches = model.parts(feats_val)
-        fused = fuse(zs, caches, model.fusion)
-        pred = (zs[None] + alphas[:, None, None] * fused[None]).argmax(-1)
-        accs = (pred == y_val[None]).float().mean(1)
-        i = int(accs.argmax())
-        if accs[i] > best[0]:
-            best = (float(accs[i]), float(alphas[i]), beta)
-    model.val_accuracy, model.alpha, model.beta = best
+    y = torch.as_tensor(y_val)
+    keys = model.keys or [c.keys for c in model.caches]
+    src = model.sources or range(len(model.caches))
+    zs = model.scale * feats_val[0] @ model.W.T  # [N, C]
+    E = [1 - feats_val[i] @ k.T for i, k in zip(src, keys)]  # [N, M] per cache
+    gap = zs.gather(1, y[:, None]) - zs  # zs_y - zs_c
+    other = torch.arange(zs.shape[1])[None] != y[:, None]
+    chunk, grid = max(1, max_elems // max(e.numel() for e in E)), []
+    for b in torch.split(betas, chunk):
+        fused = fuse(zs, [torch.exp(-b[:, None, None] * e) @ c.values for e, c in zip(E, model.caches)], model.fusion)
+        slope = fused.gather(2, y[None, :, None].expand(len(b), -1, 1)) - fused  # [b, N, C]
+        thresh = -gap / slope  # right iff gap + alpha * slope > 0 for every other class
+        lo = torch.where(other & (slope > 0), thresh, -torch.inf).amax(-1)  # [b, N]
+        hi = torch.where(other & (slope < 0), thresh, torch.inf).amin(-1)
+        never = (other & (slope == 0) & (gap <= 0)).any(-1)
+        a = alphas[None, :, None]
+        grid.append(((a > lo[:, None]) & (a < hi[:, None]) & ~never[:, None]).float().mean(-1))  # [b, A]
+    grid = torch.cat(grid)
+    i = int(torch.argmax(grid.flatten()))  # first maximum in row-major order
+    bi, ai = divmod(i, len(alphas))
+    model.val_accuracy, model.alpha, model.beta = float(grid[bi, ai]), float(alphas[ai]), float(betas[bi])
     return model
 
 
@@ -134,6 +154,7 @@ class _LearnableKeys(torch.nn.Module):
         self.keys = torch.nn.ParameterList([torch.nn.Parameter(c.keys.clone()) for c in caches])
 
 
+@single_threaded()
 def fit(views: list, y_train, W, feats_val: list, y_val, fusion: str = "adaptive", finetune: bool = False,
         epochs: int = 20, lr: float = 1e-3, init_alpha: float = 1.0, init_beta: float = 1.0, grid=None,
         scale: float = LOGIT_SCALE, seed: int = 0, sources=None) -> CaFo:
@@ -168,8 +189,8 @@ def accuracy_of(model: CaFo, feats: list, y) -> float:
 
 @dataclass
 class Bank:
-    """Everything CaFo's experiments index: per encoder, val/test features per domain and augmented
-    views of the full real train split and of the generated images (``k_prime_max`` per class)."""
+    """Everything CaFo's experiments index: per encoder, photo validation and every domain's test features, and
+    augmented views of the full real train split and of the generated images (``k_prime_max`` per class)."""
     S: dict  # encoder -> {(split, domain): (f, y)}
     views: dict  # encoder -> [E, N_train, D]
     gen_views: dict  # encoder -> [E, C * k_prime_max, D]
@@ -181,7 +202,8 @@ class Bank:
 
 def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, augment_epochs: int = 10,
          guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> Bank:
-    """Features for every experiment, cached on disk: ``encoders`` maps ``"clip"`` / ``"dino"`` to backbones."""
+    """Features for every experiment, cached on disk: ``encoders`` maps ``"clip"`` / ``"dino"`` to backbones.
+    Selection only ever reads photo validation, so that is the one validation split encoded."""
     from . import data, features, synthetic
     train = data.load(task, "train", "photo")
     classnames = train.classnames
@@ -192,7 +214,8 @@ def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, au
     else:
         gimg, gy = np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64)
     for name, bb in encoders.items():
-        S[name] = features.load_splits(bb, task, domains, splits=("val", "test"), progress=progress)
+        S[name] = {**features.load_splits(bb, task, ["photo"], splits=("val",), progress=progress),
+                   **features.load_splits(bb, task, domains, splits=("test",), progress=progress)}
         views[name] = features.augmented_features(bb, train, augment_epochs, seed, progress=progress)
         gviews[name] = (features.augmented_features(bb, data.from_arrays(gimg, gy, classnames), augment_epochs,
                                                     seed, progress=progress) if len(gy) else None)
@@ -211,13 +234,33 @@ def _expanded_views(b: Bank, enc: str, shots: int, k_prime: int, seed: int):
     return v, y
 
 
+def _digest(*tensors) -> str:
+    import hashlib
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(np.ascontiguousarray(torch.as_tensor(t).numpy()).tobytes())
+    return h.hexdigest()
+
+
+@single_threaded()
 def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fusion: str = "adaptive",
         finetune: bool = True, epochs: int = 20, grid=None, scale: float = LOGIT_SCALE, seed: int = 0,
-        domains=None) -> tuple[dict, CaFo, float]:
-    """One CaFo configuration: caches of ``encoders`` on K real shots + ``k_prime`` generated images per
-    class, text classifier ``W``; everything selected on photo validation.  Returns
-    ``(test accuracy per domain, model, seconds)``."""
+        domains=None, memo: dict | None = None) -> tuple[dict, CaFo, float, dict]:
+    """One CaFo configuration: caches of ``encoders`` on K real shots (drawn with ``seed``) + ``k_prime``
+    generated images per class, text classifier ``W``; everything selected on photo validation.  Returns
+    ``(test accuracy per domain, model, seconds, correct)`` with ``correct[domain]`` = bool ``[n]``, which test
+    images it gets right (``fm.results.correct``).
+
+    ``memo``: a dict shared by several calls; a configuration already in it is returned from it instead of being
+    trained again (a lesson's ablation tables share rows: the full CaFo is in every one of them)."""
     import time
+
+    from .results import correct as correct_of
+    doms = tuple(domains or [d for (s, d) in b.S["clip"] if s == "test"])
+    key = (id(b), _digest(W), shots, k_prime, tuple(encoders), fusion, finetune, epochs,
+           None if grid is None else _digest(*grid), float(scale), seed, doms)
+    if memo is not None and key in memo:
+        return memo[key]
     t0 = time.perf_counter()
     names = ("clip", "dino")  # the zero-shot term always needs CLIP's features: feats[0]
     vs = [_expanded_views(b, e, shots, k_prime, seed) for e in names]
@@ -226,41 +269,77 @@ def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fus
     model = fit([v for v, _ in vs], vs[0][1], W, feats("val", "photo"), y_val, fusion=fusion, finetune=finetune,
                 epochs=epochs, grid=grid, scale=scale, seed=seed, sources=[names.index(e) for e in encoders])
     seconds = time.perf_counter() - t0
-    doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
-    acc = with_ood({d: accuracy_of(model, feats("test", d), b.S["clip"]["test", d][1]) for d in doms})
-    return acc, model, seconds
+    with torch.no_grad():
+        right = {d: correct_of(model.logits(feats("test", d)), b.S["clip"]["test", d][1]) for d in doms}
+    out = with_ood({d: float(r.mean()) for d, r in right.items()}), model, seconds, right
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
+def ablation(b: Bank, configs: dict, shots, seeds: int, memo: dict | None = None, **kw) -> tuple[dict, dict]:
+    """Every row of an ablation table at every shot count, over ``seeds`` draws: ``configs`` maps a row name to
+    :func:`run` keyword arguments (``W``, ``k_prime``, ``encoders``, ``fusion``); ``kw`` are shared by all rows.
+    Returns ``(acc, correct)``: ``acc[row][k]`` = [photo test accuracy per seed], ``correct[row][k]`` = bool
+    ``[seeds, n]`` on the photo test images."""
+    acc, right = {}, {}
+    for name, cfg in configs.items():
+        cfg = {**kw, **cfg}
+        W = cfg.pop("W")
+        runs = {k: [run(b, W, k, seed=s, memo=memo, **cfg) for s in range(seeds)] for k in shots}
+        acc[name] = {k: [r[0]["photo"] for r in rs] for k, rs in runs.items()}
+        right[name] = {k: np.stack([r[3]["photo"] for r in rs]) for k, rs in runs.items()}
+    return acc, right
+
+
+@single_threaded()
 def against_tip_adapter(b: Bank, W_plain, W_desc, shots, k_prime: int, grid=None, scale: float = LOGIT_SCALE,
-                        epochs: int = 20, seed: int = 0, domains=None) -> tuple[dict, dict, dict]:
+                        epochs: int = 20, seeds: int = 1, domains=None, memo: dict | None = None):
     """Figure-5 analogue: zero-shot CLIP and Tip-Adapter / Tip-Adapter-F (cache of the K real shots, classifier
-    ``W_plain``) against CaFo (``W_desc``, ``k_prime`` generated images per class), every choice on photo validation.
+    ``W_plain``) against CaFo (``W_desc``, ``k_prime`` generated images per class), every choice on photo
+    validation, over ``seeds`` few-shot draws (``memo``: as in :func:`run`).
 
-    Returns ``(curves, seconds, by_domain)``: photo test accuracy per method and shot count, training seconds
-    of each method at the largest shot count, and per-domain test accuracy of Tip-Adapter-F and CaFo there."""
+    Returns ``(curves, seconds, by_domain, correct)``: ``curves[method][k]`` = [photo test accuracy per seed],
+    ``seconds[method]`` = [training seconds per seed at the largest shot count], ``by_domain[method][domain]`` =
+    [per seed] for Tip-Adapter-F and CaFo at the largest shot count, and ``correct[method][k]`` = bool
+    ``[seeds, n]`` on the photo test images (zero-shot draws nothing: its one row repeated)."""
     import time
 
     from . import tip_adapter
     from .data import few_shot
-    from .heads import accuracy_by_domain, logits as zs_logits
+    from .heads import correct_by_domain, logits as zs_logits
+    from .results import correct as correct_of
 
     f, y = b.S["clip"]["test", "photo"]
     fv, yv = b.S["clip"]["val", "photo"]
     doms = domains or [d for (s, d) in b.S["clip"] if s == "test"]
-    zs = accuracy(zs_logits(f, W_plain, scale), y)
-    curves = {m: {} for m in ("zero_shot", "tip_adapter", "tip_adapter_f", "cafo")}
-    seconds = {}
+    zs = correct_of(zs_logits(f, W_plain, scale), y)
+    methods = ("zero_shot", "tip_adapter", "tip_adapter_f", "cafo")
+    right = {m: {k: [] for k in shots} for m in methods}
+    seconds = {m: [] for m in methods[1:]}
+    by_domain = {"tip_adapter_f": {}, "cafo": {}}
+    K = max(shots)
     for k in sorted(shots):
-        idx = torch.as_tensor(few_shot(b.y_train.numpy(), k, seed))
-        curves["zero_shot"][k] = zs
-        for m, ft in (("tip_adapter", False), ("tip_adapter_f", True)):
-            t0 = time.perf_counter()
-            tip = tip_adapter.fit(b.views["clip"][:, idx], b.y_train[idx], W_plain, fv, yv, finetune=ft,
-                                  epochs=epochs, grid=grid, scale=scale, seed=seed)
-            seconds[m] = time.perf_counter() - t0
-            curves[m][k] = accuracy(tip.logits(f), y)
-        acc, _, seconds["cafo"] = run(b, W_desc, k, k_prime, grid=grid, scale=scale, epochs=epochs, seed=seed,
-                                      domains=doms)
-        curves["cafo"][k] = acc["photo"]
-    by_domain = {"tip_adapter_f": accuracy_by_domain(tip.logits, b.S["clip"], doms), "cafo": acc}
-    return curves, seconds, by_domain
+        for seed in range(seeds):
+            idx = torch.as_tensor(few_shot(b.y_train.numpy(), k, seed))
+            right["zero_shot"][k].append(zs)
+            for m, ft in (("tip_adapter", False), ("tip_adapter_f", True)):
+                t0 = time.perf_counter()
+                tip = tip_adapter.fit(b.views["clip"][:, idx], b.y_train[idx], W_plain, fv, yv, finetune=ft,
+                                      epochs=epochs, grid=grid, scale=scale, seed=seed)
+                if k == K:
+                    seconds[m].append(time.perf_counter() - t0)
+                with torch.no_grad():
+                    right[m][k].append(correct_of(tip.logits(f), y))
+            acc, _, secs, cafo_right = run(b, W_desc, k, k_prime, grid=grid, scale=scale, epochs=epochs, seed=seed,
+                                           domains=doms, memo=memo)
+            right["cafo"][k].append(cafo_right["photo"])
+            if k == K:
+                seconds["cafo"].append(secs)
+                tip_acc = with_ood({d: float(c.mean()) for d, c in correct_by_domain(tip.logits, b.S["clip"], doms).items()})
+                for m, a in (("tip_adapter_f", tip_acc), ("cafo", acc)):
+                    for d, v in a.items():
+                        by_domain[m].setdefault(d, []).append(v)
+    right = {m: {k: np.stack(v) for k, v in rk.items()} for m, rk in right.items()}
+    curves = {m: {k: c.mean(1).tolist() for k, c in rk.items()} for m, rk in right.items()}
+    return curves, seconds, by_domain, right

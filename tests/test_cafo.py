@@ -153,8 +153,7 @@ def test_recorded_headline_is_the_build_record_only_where_it_applies(micro_dino,
     assert "recorded_at_build" not in computed and 0 <= computed["ssl"]["knn"] <= 1
 
 
-def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
-    from fmcls_lib import data
+def _toy_bank():
     g = torch.Generator().manual_seed(0)
     c, n = 4, 24
     y_train = torch.arange(n) % c
@@ -165,15 +164,61 @@ def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
     b = cafo.Bank(S, views, {"clip": None, "dino": None}, np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64),
                   y_train, 0)
     W = F.normalize(torch.randn(c, 16, generator=g), dim=-1)
+    return b, W, S, views, y_train
+
+
+def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
+    from fmcls_lib import data
+    b, W, S, views, y_train = _toy_bank()
     grid = (torch.tensor([1.0, 4.0]), torch.tensor([0.0, 1.0]))
-    curves, secs, dom = cafo.against_tip_adapter(b, W, W, [1, 2], 0, grid=grid, scale=20.0, epochs=2)
+    curves, secs, dom, right = cafo.against_tip_adapter(b, W, W, [1, 2], 0, grid=grid, scale=20.0, epochs=2, seeds=2)
     f, y = S["clip"]["test", "photo"]
     for k in (1, 2):
-        idx = torch.as_tensor(data.few_shot(y_train.numpy(), k, 0))
-        tip = tip_adapter.fit(views["clip"][:, idx], y_train[idx], W, *S["clip"]["val", "photo"], finetune=True,
-                              epochs=2, grid=grid, scale=20.0)
-        assert curves["tip_adapter_f"][k] == heads.accuracy(tip.logits(f), y)
-        assert curves["cafo"][k] == cafo.run(b, W, k, 0, grid=grid, scale=20.0, epochs=2)[0]["photo"]
-        assert curves["zero_shot"][k] == heads.accuracy(heads.logits(f, W, 20.0), y)
-    assert set(secs) == {"tip_adapter", "tip_adapter_f", "cafo"} and set(dom["cafo"]) == {"photo", "sketch", "ood"}
-    assert dom["tip_adapter_f"]["photo"] == curves["tip_adapter_f"][2]
+        for seed in range(2):
+            idx = torch.as_tensor(data.few_shot(y_train.numpy(), k, seed))
+            tip = tip_adapter.fit(views["clip"][:, idx], y_train[idx], W, *S["clip"]["val", "photo"], finetune=True,
+                                  epochs=2, grid=grid, scale=20.0, seed=seed)
+            assert curves["tip_adapter_f"][k][seed] == pytest.approx(heads.accuracy(tip.logits(f), y))
+            assert np.array_equal(right["tip_adapter_f"][k][seed], (tip.logits(f).argmax(1) == y).numpy())
+            alone = cafo.run(b, W, k, 0, grid=grid, scale=20.0, epochs=2, seed=seed)
+            assert curves["cafo"][k][seed] == pytest.approx(alone[0]["photo"])
+            assert np.array_equal(right["cafo"][k][seed], alone[3]["photo"])
+            assert curves["zero_shot"][k][seed] == pytest.approx(heads.accuracy(heads.logits(f, W, 20.0), y))
+        assert right["cafo"][k].shape == (2, 20) and right["cafo"][k].dtype == bool
+    assert set(secs) == {"tip_adapter", "tip_adapter_f", "cafo"} and all(len(v) == 2 for v in secs.values())
+    assert set(dom["cafo"]) == {"photo", "sketch", "ood"}
+    assert dom["tip_adapter_f"]["photo"] == pytest.approx(curves["tip_adapter_f"][2])
+
+
+def test_memo_returns_the_run_it_stored_and_ablation_rows_share_it():
+    b, W, S, _, _ = _toy_bank()
+    grid = (torch.tensor([1.0, 4.0]), torch.tensor([0.0, 1.0]))
+    memo = {}
+    first = cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=1, memo=memo)
+    assert cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=1, memo=memo) is first and len(memo) == 1
+    assert cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=0, memo=memo) is not first
+    acc, right = cafo.ablation(b, {"both": dict(W=W, k_prime=0), "clip": dict(W=W, k_prime=0, encoders=("clip",))},
+                               [2], 2, memo=memo, grid=grid, scale=20.0, epochs=2)
+    assert len(memo) == 4  # (both, seed 0) and (both, seed 1) were already there
+    assert acc["both"][2] == [memo_run[0]["photo"] for memo_run in (cafo.run(b, W, 2, 0, grid=grid, scale=20.0,
+                                                                             epochs=2, seed=s) for s in (0, 1))]
+    assert right["clip"][2].shape == (2, 20) and acc["clip"][2] == pytest.approx(right["clip"][2].mean(1).tolist())
+
+
+@pytest.mark.parametrize("fusion", cafo.FUSIONS)
+def test_batched_search_equals_one_beta_at_a_time(fusion):
+    keys, y, f, W = _toy()
+    g = torch.Generator().manual_seed(3)
+    fd = F.normalize(torch.randn(20, 8, generator=g), dim=-1)
+    kd = F.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    yv = torch.arange(20) % 5
+    caches = [tip_adapter.build_cache(keys, y, 5), tip_adapter.build_cache(kd, y, 5)]
+    betas, alphas = torch.linspace(0.1, 7.0, 9), torch.linspace(0.0, 4.0, 6)
+    model = cafo.search(cafo.CaFo(W, caches, 1.0, 1.0, fusion, scale=20.0), [f, fd], yv, betas, alphas, max_elems=700)
+    best = (-1.0, None, None)
+    for beta in betas.tolist():
+        for alpha in alphas.tolist():
+            acc = heads.accuracy(cafo.CaFo(W, caches, alpha, beta, fusion, scale=20.0).logits([f, fd]), yv)
+            if acc > best[0]:
+                best = (acc, alpha, beta)
+    assert (model.val_accuracy, model.alpha, model.beta) == pytest.approx(best)
