@@ -58,8 +58,10 @@ def image_grid(images, titles=None, ncols=8, scale=1.1):
     return fig
 
 
-def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance: float | None = None):
-    """``table``: row (e.g. prompt set) -> column (e.g. domain) -> value; one bar group per column."""
+def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance: float | None = None,
+                 err: dict | None = None):
+    """``table``: row (e.g. prompt set) -> column (e.g. domain) -> value; one bar group per column.  ``err`` (same
+    shape, rows or cells may be missing): error-bar half-widths, e.g. the 95 % interval over seeds."""
     rows = list(table)
     cols = list(dict.fromkeys(c for r in rows for c in table[r]))
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols) * max(1, len(rows) / 3), 3.4))
@@ -68,7 +70,9 @@ def grouped_bars(table: dict, title: str = "", ylabel: str = "accuracy", chance:
            else sns.color_palette("viridis", len(rows)))
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j, c in enumerate(cols) if c in table[r]]
-        ax.bar(xs, [table[r][c] for c in cols if c in table[r]], width, label=LABELS.get(r, r), color=pal[i])
+        ax.bar(xs, [table[r][c] for c in cols if c in table[r]], width, label=LABELS.get(r, r), color=pal[i],
+               yerr=None if err is None else [(err.get(r) or {}).get(c, 0.0) for c in cols if c in table[r]],
+               capsize=2 if err is not None else 0)
     if chance is not None:
         ax.axhline(chance, color="0.5", ls=":", lw=1, label="chance")
     ax.set_xticks(range(len(cols)), cols)

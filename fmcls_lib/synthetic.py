@@ -60,40 +60,64 @@ def _cached(pipe, key: dict, run) -> np.ndarray:
     return cache.get_or_compute("synthetic", key, run).numpy()
 
 
+SAMPLING_STEPS = 5  # DDIM steps the course samples the tiny generator with (benchmarks/bench_generation.py chose it)
+RG_STEPS = 25  # Real Guidance's img2img schedule: fine enough that round(steps * strength) keeps t* near the paper's
+
+
+GEN_BATCH = 64  # images per pipeline call (on 2 CPU cores 64 at once cost ~15 % less per image than 256: cache)
+
+
+def _batch_size(pipe, batch_size: int | None) -> int:
+    return batch_size or GEN_BATCH
+
+
+def generate_key(pipe, prompts, per_prompt, guidance_scale, num_inference_steps, seed, batch_size=None) -> dict:
+    """The disk-cache key of :func:`generate`'s images."""
+    return {"generator": getattr(pipe, "id", None), "prompts": cache.key_digest({"p": list(prompts)}),
+            "per_prompt": per_prompt, "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed,
+            "batch": _batch_size(pipe, batch_size)}
+
+
 def generate(pipe, prompts, labels, per_prompt: int = 1, guidance_scale: float = 4.0,
-             num_inference_steps: int = 25, seed: int = 0, progress: bool = True):
-    """``(images uint8 [N,H,W,3], labels)``: ``per_prompt`` images per prompt, cached on disk."""
-    key = {"generator": getattr(pipe, "id", None), "prompts": cache.key_digest({"p": list(prompts)}),
-           "per_prompt": per_prompt, "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
+             num_inference_steps: int = 25, seed: int = 0, progress: bool = True, batch_size: int | None = None):
+    """``(images uint8 [N,H,W,3], labels)``: ``per_prompt`` images per prompt, cached on disk.
+
+    The images are denoised ``batch_size`` per call (default :func:`_batch_size`) from one seeded noise stream; the
+    batch layout may change the noise an image gets and the float rounding, so it is part of the cache key."""
+    bs = _batch_size(pipe, batch_size)
+    key = generate_key(pipe, prompts, per_prompt, guidance_scale, num_inference_steps, seed, batch_size)
+    flat = [p for p in prompts for _ in range(per_prompt)]
 
     def run():
         g = torch.Generator().manual_seed(seed)
-        out = []
-        for i in tqdm(range(0, len(prompts), 64), disable=not progress, desc="generating images"):
-            out.append(pipe(list(prompts[i:i + 64]), num_images_per_prompt=per_prompt,
-                            guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-                            generator=g).images)
-        return torch.from_numpy(np.concatenate(out))
+        return torch.from_numpy(np.concatenate([
+            pipe(flat[i:i + bs], num_images_per_prompt=1, guidance_scale=guidance_scale,
+                 num_inference_steps=num_inference_steps, generator=g).images
+            for i in tqdm(range(0, len(flat), bs), disable=not progress, desc="generating images")]))
 
     return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_prompt)
 
 
 def real_guidance(pipe, images, labels, classnames, per_image: int, strength: float,
-                  guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress=True):
+                  guidance_scale: float = 4.0, num_inference_steps: int = RG_STEPS, seed: int = 0, progress=True,
+                  batch_size: int | None = None):
     """RG: ``per_image`` img2img variations of every real shot, noised to ``strength`` then denoised
-    with its class prompt; ``strength=0`` returns the shots themselves.  Cached on disk."""
+    with its class prompt; ``strength=0`` returns the shots themselves.  Cached on disk.
+
+    The noise level is ``t* = round(num_inference_steps * strength)`` steps of the DDIM schedule: too coarse a
+    schedule rounds a small strength to (nearly) no noise, hence :data:`RG_STEPS`."""
+    bs = max(1, _batch_size(pipe, batch_size) // per_image)  # shots per call
     prompts = [f"a photo of {world.article(classnames[y])} {classnames[y]}." for y in labels]
     key = {"generator": getattr(pipe, "id", None), "shots": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
            "labels": np.asarray(labels).tolist(), "per_image": per_image, "strength": strength,
-           "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed}
+           "guidance": guidance_scale, "steps": num_inference_steps, "seed": seed, "batch": bs}
 
     def run():
         g = torch.Generator().manual_seed(seed)
-        return torch.from_numpy(np.concatenate([pipe.img2img(prompts[i:i + 64], images[i:i + 64], strength=strength,
-                                            num_images_per_prompt=per_image, guidance_scale=guidance_scale,
-                                            num_inference_steps=num_inference_steps, generator=g).images
-                               for i in tqdm(range(0, len(prompts), 64), disable=not progress,
-                                             desc="real guidance")]))
+        return torch.from_numpy(np.concatenate([
+            pipe.img2img(prompts[i:i + bs], images[i:i + bs], strength=strength, num_images_per_prompt=per_image,
+                         guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=g).images
+            for i in tqdm(range(0, len(prompts), bs), disable=not progress, desc="real guidance")]))
 
     return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_image)
 
@@ -241,34 +265,64 @@ def label_agreement(clip, task: str, sets: dict, cf_min_per_class: int = CF_MIN_
     return {name: float((probe.predict(f) == torch.as_tensor(y)).float().mean()) for name, (f, y) in parts.items()}
 
 
+def vocabulary_prompts(task: str, vocabulary: str) -> list[str]:
+    """One prompt per class: ``"class_names"`` ("a photo of a hexagon.") or ``"caption_vocabulary"`` (the word the
+    generator saw in its captions: a synonym such as "six-sided shape" for the never-named classes)."""
+    classes = world.TASKS[task].classnames
+    if vocabulary == "class_names":
+        return [f"a photo of {world.article(c)} {c}." for c in classes]
+    if vocabulary == "caption_vocabulary":
+        return [f"a photo of {world.article(n)} {n}." for n in (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]
+    raise ValueError(f"prompt vocabulary {vocabulary!r}; accepted: class_names, caption_vocabulary")
+
+
+def recognition(pipe, clip, task: str, vocabulary: str, per_class: int = 16, guidance_scale: float = 4.0,
+                num_inference_steps: int = SAMPLING_STEPS, seed: int = 0) -> dict:
+    """Per generated image (``per_class`` per class from :func:`vocabulary_prompts`): is it recognised as its
+    prompt's class by :func:`real_photo_probe` (``"probe"``) and by the zero-shot head (``"zero_shot"``)?
+    Bool arrays ``[C * per_class]`` plus the labels ``"y"``."""
+    from . import heads, prompts as P
+
+    classes = world.TASKS[task].classnames
+    imgs, y = generate(pipe, vocabulary_prompts(task, vocabulary), np.arange(len(classes)), per_class,
+                       guidance_scale, num_inference_steps, seed, progress=False)
+    f = clip.encode_images(imgs)
+    W = heads.zero_shot_head(clip, classes, P.PHOTO)
+    return {"y": y, "probe": real_photo_probe(clip, task).predict(f).numpy() == y,
+            "zero_shot": heads.logits(f, W, heads.logit_scale(clip)).argmax(1).numpy() == y}
+
+
 def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: int = 16,
-                       guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0) -> dict:
+                       guidance_scale: float = 4.0, num_inference_steps: int = SAMPLING_STEPS, seed: int = 0,
+                       recorded: bool = False) -> dict:
     """How often a generated image is recognised as its prompt's class: by a linear probe trained on real
     photo features (C on validation) and by the zero-shot head, per class, for class-name prompts
     ("a photo of a hexagon.") and for prompts in the generator's caption vocabulary (its synonyms for
     the never-named classes), plus the zero-shot rate per domain word of the prompt.  Images come from
-    :func:`generate` (cached on disk for a generator with a weights id)."""
-    from . import heads, prompts as P
+    :func:`generate` (cached on disk for a generator with a weights id).
+
+    ``recorded=True`` returns the report this function wrote into the manifest when the shipped generator was
+    built (``fmcls build``: same weights, the same settings, the tiny CLIP judging, full evaluation splits) instead
+    of generating the images again; anything else is computed."""
+    from . import data, heads, prompts as P
 
     clip = clip or pipe.clip
+    settings = {"task": task, "per_class": per_class, "guidance_scale": guidance_scale,
+                "num_inference_steps": num_inference_steps}
+    head = (getattr(pipe, "info", None) or {}).get("headline", {})
+    if (recorded and head and {k: head.get(k) for k in settings} == settings and seed == 0
+            and clip.id == getattr(getattr(pipe, "clip", None), "id", None) and data.split_sizes() == "full"):
+        return {**head, "recorded_at_build": True}
     classes = world.TASKS[task].classnames
-    probe = real_photo_probe(clip, task)
     W = heads.zero_shot_head(clip, classes, P.PHOTO)
     scale = heads.logit_scale(clip)
-    y = np.repeat(np.arange(len(classes)), per_class)
-    out = {"task": task, "per_class": per_class, "guidance_scale": guidance_scale,
-           "num_inference_steps": num_inference_steps}
-    vocab = {"class_names": [f"a photo of {world.article(c)} {c}." for c in classes],
-             "caption_vocabulary": [f"a photo of {world.article(n)} {n}." for n in
-                                    (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]}
-    for name, ps in vocab.items():
-        imgs, _ = generate(pipe, ps, np.arange(len(classes)), per_class, guidance_scale, num_inference_steps, seed,
-                           progress=False)
-        f = clip.encode_images(imgs)
-        pp, pz = probe.predict(f).numpy(), heads.logits(f, W, scale).argmax(1).numpy()
-        out[name] = {"probe": float((pp == y).mean()), "zero_shot": float((pz == y).mean()),
-                     "probe_per_class": {c: float((pp[y == i] == i).mean()) for i, c in enumerate(classes)},
-                     "zero_shot_per_class": {c: float((pz[y == i] == i).mean()) for i, c in enumerate(classes)}}
+    out = dict(settings)
+    for name in ("class_names", "caption_vocabulary"):
+        r = recognition(pipe, clip, task, name, per_class, guidance_scale, num_inference_steps, seed)
+        y = r["y"]
+        out[name] = {"probe": float(r["probe"].mean()), "zero_shot": float(r["zero_shot"].mean()),
+                     "probe_per_class": {c: float(r["probe"][y == i].mean()) for i, c in enumerate(classes)},
+                     "zero_shot_per_class": {c: float(r["zero_shot"][y == i].mean()) for i, c in enumerate(classes)}}
     out["zero_shot_by_domain_word"] = {}
     for d, (word, _) in world.DOMAIN_WORDS.items():
         ps = [f"{world.article(word)} {word} of {world.article(n)} {n}." for n in
@@ -280,16 +334,55 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     return out
 
 
-# ----------------------------------------------------------------------------- the lesson's studies
+def recognised(report: dict, vocabulary: str = "caption_vocabulary", judge: str = "probe") -> np.ndarray:
+    """Per-image recognition (bool, grouped by class) rebuilt from a :func:`recognition_report`'s per-class
+    rates (each a count out of ``per_class``), e.g. for ``fm.results.above``; works on a recorded report too."""
+    n = report["per_class"]
+    rates = report[vocabulary][f"{judge}_per_class"].values()
+    return np.concatenate([np.arange(n) < int(round(r * n)) for r in rates])
 
-def _test_accuracy(head, S, domains):
-    from .heads import accuracy_by_domain
+
+# ----------------------------------------------------------------------------- the lesson's studies
+#
+# Every study trains each method once per seed (``seeds`` of them, seed 0, 1, ...) on the same generated images and
+# returns, beside the mean accuracies, the per-image correctness on the test images, ``{domain: bool [seeds, n]}``
+# per method: what ``fm.results.beats`` decides a claim on.
+
+def correct_by_domain(logits_fn, S, domains, split: str = "test") -> dict:
+    """``{domain: bool [n]}``: which of ``S[split, domain]``'s images ``logits_fn`` classifies correctly."""
+    from .results import correct
     with torch.no_grad():
-        return accuracy_by_domain(head, S, domains)
+        return {d: correct(logits_fn(S[split, d][0]), S[split, d][1]) for d in domains}
+
+
+def stack_seeds(runs: list) -> dict:
+    """One ``{domain: bool [n]}`` per seed -> ``{domain: bool [seeds, n]}``."""
+    return {d: np.stack([r[d] for r in runs]) for d in runs[0]}
+
+
+def per_seed(correct: dict) -> dict:
+    """``{domain: bool [seeds, n]}`` -> ``{domain: accuracy per seed}`` plus ``ood`` (the shifted domains' mean)."""
+    acc = {d: np.atleast_2d(c).mean(1) for d, c in correct.items()}
+    shifts = [d for d in acc if d != "photo"]
+    return {**acc, "ood": np.mean([acc[d] for d in shifts], 0)} if shifts else acc
+
+
+def accuracy_of(correct: dict) -> dict:
+    """``{domain: bool [seeds, n]}`` -> ``{domain: accuracy}`` (mean over seeds) plus ``ood``."""
+    return {d: float(a.mean()) for d, a in per_seed(correct).items()}
+
+
+def interval_table(correct: dict, columns=("photo", "ood")):
+    """``{row: {domain: bool [seeds, n]}}`` -> a DataFrame of "mean ± 95 % interval over seeds" per column."""
+    import pandas as pd
+
+    from .plots import pm
+    return pd.DataFrame({row: {c: pm(a[c]) for c in columns if c in a}
+                         for row, a in ((row, per_seed(cc)) for row, cc in correct.items())}).T
 
 
 def synthetic_set(clip, pipe, classnames, strategy: str, per_class: int, guidance_scale: float = 4.0,
-                  num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> dict:
+                  num_inference_steps: int = SAMPLING_STEPS, seed: int = 0, progress: bool = True) -> dict:
     """Generate ``per_class`` images per class with prompts B or LE; returns images, labels, CLIP
     features and the zero-shot logits of the generated images (for CF and SCE)."""
     from . import data, features, heads, prompts
@@ -306,122 +399,199 @@ def synthetic_set(clip, pipe, classnames, strategy: str, per_class: int, guidanc
     return {"images": imgs, "y": torch.as_tensor(y), "f": f, "zs": heads.logits(f, W, heads.logit_scale(clip))}
 
 
+def evaluation_splits(clip, task: str, domains) -> dict:
+    """The features this lesson's studies read: photo train and validation, and test on every domain in ``domains``
+    (``{(split, domain): (features, labels)}`` as :func:`fmcls_lib.features.load_splits` gives them)."""
+    from . import features
+    return {**features.load_splits(clip, task, ("photo",), splits=("train", "val")),
+            **features.load_splits(clip, task, domains, splits=("test",))}
+
+
+ZERO_SHOT_VARIANTS = ("b_ce", "b_sce", "le_ce", "le_sce", "le_cf_ce", "le_cf_sce")
+
+
 def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, cf_min_per_class: int = CF_MIN_PER_CLASS,
-                    seed: int = 0) -> tuple[dict, dict]:
+                    seeds: int = 1) -> tuple[dict, dict, dict]:
     """Table-2 analogue: heads trained on synthetic features only (B / LE / LE+CF, each with CE and SCE),
     initialised from the zero-shot head; epochs chosen on held-out *synthetic* images (no real label is
-    used).  Returns ``(accuracy[method][domain], info)`` with methods ``zero_shot``, ``b_ce`` ... ``le_cf_sce``."""
-    acc = {"zero_shot": _test_accuracy(lambda f: scale * f @ W.T, S, domains)}
-    info = {}
+    used).  Per seed the held-out synthetic images and the batch order change (the generated images do not).
+
+    Returns ``(accuracy[method][domain], info, correct[method][domain] bool [seeds, n])`` with methods
+    ``zero_shot`` (deterministic: one row), ``b_ce`` ... ``le_cf_sce``; ``info["val"][method]``: the photo
+    validation accuracy (mean over seeds), for choosing among the variants without looking at test."""
+    zs = lambda f: scale * f @ W.T  # noqa: E731
+    fv, yv = S["val", "photo"]
+    correct = {"zero_shot": {d: c[None] for d, c in correct_by_domain(zs, S, domains).items()}}
+    info = {"val": {"zero_shot": accuracy(zs(fv), yv)}}
     for name, src in (("b", "b"), ("le", "le"), ("le_cf", "le")):
         s = sets[src]
         keep = clip_filter(s["zs"], s["y"], cf_min_per_class) if name == "le_cf" else torch.ones(len(s["y"]), dtype=torch.bool)
         idx = torch.nonzero(keep).flatten().numpy()
-        tr, ho = split_holdout(len(idx), s["y"][idx].numpy(), seed=seed)
-        tr, ho = idx[tr], idx[ho]
         info[name] = {"kept": int(keep.sum()), "total": len(keep)}
         for loss, sl in (("ce", 0.0), ("sce", 0.5)):
-            head, fit = train_head(W, scale, syn=(s["f"][tr], s["y"][tr], s["zs"][tr]),
-                                   val=(s["f"][ho], s["y"][ho]), mode="syn", sl=sl, epochs=epochs, seed=seed)
-            acc[f"{name}_{loss}"] = _test_accuracy(head, S, domains)
-            info[name][f"{loss}_best_epoch"] = fit.best_epoch
-    return acc, info
+            runs, val, best = [], [], []
+            for seed in range(seeds):
+                tr, ho = split_holdout(len(idx), s["y"][idx].numpy(), seed=seed)
+                tr, ho = idx[tr], idx[ho]
+                head, fit = train_head(W, scale, syn=(s["f"][tr], s["y"][tr], s["zs"][tr]),
+                                       val=(s["f"][ho], s["y"][ho]), mode="syn", sl=sl, epochs=epochs, seed=seed)
+                runs.append(correct_by_domain(head, S, domains))
+                with torch.no_grad():
+                    val.append(accuracy(head(fv), yv))
+                best.append(fit.best_epoch)
+            correct[f"{name}_{loss}"] = stack_seeds(runs)
+            info["val"][f"{name}_{loss}"] = float(np.mean(val))
+            info[name][f"{loss}_best_epoch"] = best
+    return {m: accuracy_of(c) for m, c in correct.items()}, info, correct
 
 
 def zero_shot_task(clip, pipe, task: str, domains, per_class: int, epochs: int = 30, guidance_scale: float = 4.0,
-                   num_inference_steps: int = 25, seed: int = 0):
-    """One task of the Table-2 analogue end to end: B and LE sets, then :func:`zero_shot_study`.
-    Returns ``(sets, accuracy[method][domain], info)``."""
+                   num_inference_steps: int = SAMPLING_STEPS, seed: int = 0, seeds: int = 1):
+    """One task of the Table-2 analogue end to end: B and LE sets (generated with ``seed``), then
+    :func:`zero_shot_study` over ``seeds`` training seeds.  Returns ``(sets, accuracy, info, correct)``."""
     from . import data, features, heads, prompts
-    S = features.load_splits(clip, task, domains)
+    S = evaluation_splits(clip, task, domains)
     names = data.load(task).classnames
     W = heads.zero_shot_head(clip, names, prompts.PHOTO)
     sets = {s: synthetic_set(clip, pipe, names, s, per_class, guidance_scale, num_inference_steps, seed)
             for s in ("b", "le")}
-    acc, info = zero_shot_study(S, W, heads.logit_scale(clip), sets, domains, epochs, seed=seed)
-    return sets, acc, info
+    return (sets, *zero_shot_study(S, W, heads.logit_scale(clip), sets, domains, epochs, seeds=seeds))
+
+
+FEW_SHOT_MODES = ("real", "mix", "syn_real", "real_syn")
 
 
 def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, images_train=None,
                    classnames=None, clip=None, epochs: int = 30, rg_per_class: int = 16, guidance_scale=4.0,
-                   num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> dict:
+                   rg_steps: int = RG_STEPS, seeds: int = 1, progress: bool = True) -> tuple[dict, dict]:
     """Few-shot setting, every choice on real photo validation.  Per shot count: real shots only, and
     real + synthetic (``syn``: the LE+CF set) trained by mix training (SCE on synthetic) or phase-wise
-    (syn->real, real->syn).  At the largest shot count also Real Filtering and Real Guidance (Table 5).
-    Returns ``accuracy[method][shots][domain]``."""
+    (syn->real, real->syn).  At the largest shot count also Real Filtering and Real Guidance (Table 5; img2img
+    on a ``rg_steps`` DDIM schedule).  Per seed the real shots are drawn anew (``data.few_shot(labels, K, seed)``,
+    the same draw for every method, so methods are paired) and the batch order changes; Real Guidance varies that
+    seed's shots.
+
+    Returns ``(accuracy[method][shots][domain], correct[method][shots][domain] bool [seeds, n])``;
+    ``accuracy["rf_kept"]``: the share of synthetic images RF keeps (mean over seeds)."""
     from . import data, features
     from .data import few_shot
     f_tr, y_tr = S["train", "photo"]
     val = S["val", "photo"]
     syn_all = (syn["f"], syn["y"], syn["zs"])
-    out = {m: {} for m in ("real", "mix", "syn_real", "real_syn", "rf", "rg")}
+    K = max(shots)
+    runs = {m: {} for m in (*FEW_SHOT_MODES, "rf", "rg")}
+    kept = []
     for k in tqdm(list(shots), disable=not progress, desc="shots"):
-        idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
-        real = (f_tr[idx], y_tr[idx])
-        for mode in ("real", "mix", "syn_real", "real_syn"):
-            head, _ = train_head(W, scale, syn=syn_all, real=real, val=val, mode=mode, sl=0.5, epochs=epochs,
-                                 seed=seed)
-            out[mode][k] = _test_accuracy(head, S, domains)
-        if k != max(shots):
+        for seed in range(seeds):
+            idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
+            real = (f_tr[idx], y_tr[idx])
+            for mode in FEW_SHOT_MODES:
+                head, _ = train_head(W, scale, syn=syn_all, real=real, val=val, mode=mode, sl=0.5, epochs=epochs,
+                                     seed=seed)
+                runs[mode].setdefault(k, []).append(correct_by_domain(head, S, domains))
+            if k != K:
+                continue
+            keep = real_filter(syn["f"], syn["y"], *real)
+            kept.append(float(keep.float().mean()))
+            head, _ = train_head(W, scale, syn=tuple(t[keep] for t in syn_all), real=real, val=val, mode="mix",
+                                 sl=0.5, epochs=epochs, seed=seed)
+            runs["rf"].setdefault(k, []).append(correct_by_domain(head, S, domains))
+            if pipe is not None:
+                per = max(1, rg_per_class // k)
+                imgs, ys = real_guidance(pipe, images_train[idx.numpy()], y_tr[idx].numpy(), classnames, per,
+                                         RG_STRENGTH.get(k, 0.15), guidance_scale, rg_steps, seed,
+                                         progress=False)
+                f = features.image_features(clip, data.from_arrays(imgs, ys, classnames), progress=False)
+                rg = (f, torch.as_tensor(ys), scale * f @ W.T)
+                head, _ = train_head(W, scale, syn=rg, real=real, val=val, mode="mix", sl=0.5, epochs=epochs,
+                                     seed=seed)
+                runs["rg"].setdefault(k, []).append(correct_by_domain(head, S, domains))
+    correct = {m: {k: stack_seeds(r) for k, r in by_k.items()} for m, by_k in runs.items()}
+    acc = {m: {k: accuracy_of(c) for k, c in by_k.items()} for m, by_k in correct.items()}
+    acc["rf_kept"] = float(np.mean(kept))
+    return acc, correct
+
+
+def finetune_images(clip, task: str, domains, shifted_per_class: int | None = None) -> dict:
+    """Model-ready images for the fine-tuning tables, as :func:`fmcls_lib.finetune.load_images` gives them (train and
+    val on photo, test on every domain), except that a shifted domain's test split may be cut to its first
+    ``shifted_per_class`` images per class (a prefix: a fixed, stated subset) — re-encoding with every fine-tuned
+    tower is what these tables cost.  Photo test stays whole: the claims are decided on it."""
+    from . import data, finetune
+    X = finetune.load_images(clip, task, ("photo",))
+    for d in domains:
+        if d == "photo":
             continue
-        keep = real_filter(syn["f"], syn["y"], *real)
-        head, _ = train_head(W, scale, syn=tuple(t[keep] for t in syn_all), real=real, val=val, mode="mix",
-                             sl=0.5, epochs=epochs, seed=seed)
-        out["rf"][k] = _test_accuracy(head, S, domains)
-        out["rf_kept"] = float(keep.float().mean())
-        if pipe is not None:
-            per = max(1, rg_per_class // k)
-            imgs, ys = real_guidance(pipe, images_train[idx.numpy()], y_tr[idx].numpy(), classnames, per,
-                                     RG_STRENGTH.get(k, 0.15), guidance_scale, num_inference_steps, seed, progress)
-            f = features.image_features(clip, data.from_arrays(imgs, ys, classnames), progress=False)
-            rg = (f, torch.as_tensor(ys), scale * f @ W.T)
-            head, _ = train_head(W, scale, syn=rg, real=real, val=val, mode="mix", sl=0.5, epochs=epochs, seed=seed)
-            out["rg"][k] = _test_accuracy(head, S, domains)
-    return out
+        full = len(data.load(task, "test", d).labels) // len(data.load(task).classnames)
+        if shifted_per_class and shifted_per_class < full and task in world.TASKS:
+            scenes, labels = world.task_scenes(task, "test", d, shifted_per_class)
+            X["test", d] = (clip.prepare(world.render_many(scenes)), torch.as_tensor(labels))
+        else:
+            X.update(finetune.load_images(clip, task, (d,), splits=("test",)))
+    return X
 
 
-def frozen_bn_study(clip, W, X, train_sets: dict, epochs: int = 5, lr: float = 3e-4, seed: int = 0,
-                    progress: bool = True) -> dict:
+def _test_correct(model, X) -> dict:
+    from . import finetune
+    from .results import correct
+    return {d: correct(finetune.predict(model, X["test", d][0]), X["test", d][1]) for (s, d) in X if s == "test"}
+
+
+def frozen_bn_study(clip, W, X, sources: dict, shots: int, epochs: int = 5, lr: float = 3e-4, seeds: int = 1,
+                    progress: bool = True) -> tuple[dict, dict]:
     """Table-6 analogue: end-to-end fine-tuning of the BatchNorm image tower from the zero-shot
-    classifier, with BatchNorm statistics frozen (eval mode) or updated, on each training set
-    (``name -> (model-ready images, labels)``); epoch on real photo validation.  ``X``: as from
-    :func:`fmcls_lib.finetune.load_images`.  Returns ``{name: {"frozen" | "updated": accuracy per domain}}``."""
+    classifier, with BatchNorm statistics frozen (eval mode) or updated, on ``shots`` images per class drawn
+    from each source (``name -> (model-ready images, labels)``; fewer where a class has fewer), a new draw per
+    seed; epoch on real photo validation.  ``X``: as from :func:`finetune_images`.  Returns
+    ``({name: {"frozen" | "updated": accuracy per domain}}, the same with correctness {domain: bool [seeds, n]})``."""
     from . import finetune
-    out = {}
-    for name, (x, y) in train_sets.items():
-        out[name] = {}
-        for freeze in (True, False):
-            model = finetune.from_zero_shot(clip, W)
-            r = finetune.Recipe(epochs=epochs, lr=lr, batch_size=32, freeze_bn=freeze, seed=seed, warmup_steps=5)
-            finetune.finetune(model, r, x, y, *X["val", "photo"], progress=progress)
-            logits = {d: finetune.predict(model, X["test", d][0]) for d in [d for (s, d) in X if s == "test"]}
-            out[name]["frozen" if freeze else "updated"] = finetune.accuracies(
-                logits, {d: X["test", d][1] for d in logits})
-    return out
+    from .data import few_shot
+    runs = {}
+    for name, (x_all, y_all) in sources.items():
+        runs[name] = {"frozen": [], "updated": []}
+        y_np = np.asarray(y_all)
+        for seed in range(seeds):
+            idx = torch.as_tensor(few_shot(y_np, min(shots, int(np.bincount(y_np).min())), seed))
+            for freeze in (True, False):
+                model = finetune.from_zero_shot(clip, W)
+                r = finetune.Recipe(epochs=epochs, lr=lr, batch_size=32, freeze_bn=freeze, seed=seed, warmup_steps=5)
+                finetune.finetune(model, r, x_all[idx], torch.as_tensor(y_all)[idx], *X["val", "photo"],
+                                  progress=progress)
+                runs[name]["frozen" if freeze else "updated"].append(_test_correct(model, X))
+    correct = {n: {b: stack_seeds(r) for b, r in by.items()} for n, by in runs.items()}
+    return {n: {b: accuracy_of(c) for b, c in by.items()} for n, by in correct.items()}, correct
 
 
-def tuned_fraction_study(clip, W, x, y, x_val, y_val, X, fractions=(0.0, 0.1, 0.3, 1.0), epochs: int = 5,
-                         lr: float = 3e-4, seed: int = 0, progress: bool = True) -> dict:
-    """Table-3 analogue: share of parameters tuned vs accuracy.  ``0.0`` trains the classifier only
-    (linear classifier, encoder frozen); otherwise the last ``fraction`` of the image tower's parameter
-    tensors train with it (BatchNorm frozen).  Returns ``{fraction: {"tuned_share", photo/... accuracy}}``."""
+def tuned_fraction_study(clip, W, x, y, X, fractions=(0.0, 0.1, 0.3, 1.0), epochs: int = 5,
+                         lr: float = 3e-4, seeds: int = 1, progress: bool = True) -> tuple[dict, dict]:
+    """Table-3 analogue: share of parameters tuned vs accuracy, training on synthetic images ``x, y`` with the
+    epoch chosen on held-out synthetic images (:func:`split_holdout` with the seed: no real label is used).
+    ``0.0`` trains the classifier only (linear classifier, encoder frozen); otherwise the last ``fraction`` of
+    the image tower's parameter tensors train with it (BatchNorm frozen).  Returns
+    ``({fraction: {"tuned_share", photo/... accuracy}}, {fraction: {domain: bool [seeds, n]}})``."""
     from . import finetune
-    out = {}
+    y = torch.as_tensor(y)
+    out, correct = {}, {}
     for frac in fractions:
-        model = finetune.from_zero_shot(clip, W)
-        r = finetune.Recipe(mode="lc" if frac == 0 else "e2e", train_fraction=frac or 1.0,
-                            epochs=epochs, lr=lr if frac else 1e-2, batch_size=32, freeze_bn=True, seed=seed,
-                            warmup_steps=5)
-        share = finetune.trainable_parameters(model, r) / sum(p.numel() for p in model.parameters())
-        finetune.finetune(model, r, x, y, x_val, y_val, progress=progress)
-        logits = {d: finetune.predict(model, X["test", d][0]) for d in [d for (s, d) in X if s == "test"]}
-        out[frac] = {"tuned_share": share, **finetune.accuracies(logits, {d: X["test", d][1] for d in logits})}
-    return out
+        runs = []
+        for seed in range(seeds):
+            tr, ho = (torch.as_tensor(i) for i in split_holdout(len(y), y.numpy(), seed=seed))
+            model = finetune.from_zero_shot(clip, W)
+            r = finetune.Recipe(mode="lc" if frac == 0 else "e2e", train_fraction=frac or 1.0,
+                                epochs=epochs, lr=lr if frac else 1e-2, batch_size=32, freeze_bn=True, seed=seed,
+                                warmup_steps=5)
+            share = finetune.trainable_parameters(model, r) / sum(p.numel() for p in model.parameters())
+            finetune.finetune(model, r, x[tr], y[tr], x[ho], y[ho], progress=progress)
+            runs.append(_test_correct(model, X))
+        correct[frac] = stack_seeds(runs)
+        out[frac] = {"tuned_share": share, **accuracy_of(correct[frac])}
+    return out, correct
 
 
-def real_vs_synthetic_probe(S, syn: dict, counts, seed: int = 0) -> dict:
+def real_vs_synthetic_probe(S, syn: dict, counts, seeds: int = 1) -> dict:
     """Pre-training analogue at probe scale: a linear probe (C on real validation) trained on ``n``
-    synthetic vs ``n`` real photo images per class, scored on real photo test."""
+    synthetic vs ``n`` real photo images per class (drawn per seed), scored on real photo test.
+    Returns ``{"real" | "synthetic": {n: [accuracy per seed]}}``."""
     from .data import few_shot
     from .heads import linear_probe
     f_tr, y_tr = S["train", "photo"]
@@ -431,7 +601,9 @@ def real_vs_synthetic_probe(S, syn: dict, counts, seed: int = 0) -> dict:
         for name, (f, y) in (("real", (f_tr, y_tr)), ("synthetic", (syn["f"], syn["y"]))):
             if np.bincount(y.numpy()).min() < n:
                 continue
-            idx = torch.as_tensor(few_shot(y.numpy(), n, seed))
-            p = linear_probe(f[idx], y[idx], *S["val", "photo"])
-            out[name][n] = accuracy(p.logits(f_te), y_te)
+            out[name][n] = []
+            for seed in range(seeds):
+                idx = torch.as_tensor(few_shot(y.numpy(), n, seed))
+                p = linear_probe(f[idx], y[idx], *S["val", "photo"])
+                out[name][n].append(accuracy(p.logits(f_te), y_te))
     return out

@@ -156,3 +156,41 @@ def test_real_guidance_at_zero_strength_returns_the_shots(micro_pipe):
     imgs, y = synthetic.real_guidance(micro_pipe, x, np.array([0, 1, 2]), world.SHAPES, per_image=2, strength=0.0,
                                       progress=False)
     assert np.array_equal(imgs, np.repeat(x, 2, 0)) and y.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_recorded_recognition_report_only_where_the_settings_match(micro_pipe, micro, monkeypatch):
+    from fmcls_lib import data
+    rep = synthetic.recognition_report(micro_pipe, micro, per_class=2, num_inference_steps=2)
+    c = synthetic.recognised(rep, "caption_vocabulary")
+    assert c.shape == (2 * len(world.SHAPES),) and c.mean() == pytest.approx(rep["caption_vocabulary"]["probe"])
+    monkeypatch.setattr(micro_pipe, "info", {**micro_pipe.info, "headline": {**rep, "probe_marker": 1}})
+    monkeypatch.setattr(data, "_split_size", "full")
+    got = synthetic.recognition_report(micro_pipe, micro, per_class=2, num_inference_steps=2, recorded=True)
+    assert got["recorded_at_build"] and got["probe_marker"] == 1
+    monkeypatch.setattr(data, "_split_size", "smoke")  # the recorded probe saw the full validation split
+    assert "recorded_at_build" not in synthetic.recognition_report(micro_pipe, micro, per_class=2, num_inference_steps=2,
+                                                                   recorded=True)
+
+
+def test_generate_batch_layout_is_in_the_cache_key(micro_pipe):
+    p, y = synthetic.basic_prompts(["circle", "star", "heart"])
+    a, _ = synthetic.generate(micro_pipe, p, y, per_prompt=2, num_inference_steps=2, progress=False, batch_size=4)
+    b, _ = synthetic.generate(micro_pipe, p, y, per_prompt=2, num_inference_steps=2, progress=False)
+    assert a.shape == b.shape == (6, world.RES, world.RES, 3)
+    key = synthetic.generate_key(micro_pipe, p, 2, 4.0, 2, 0, 4)
+    assert key["batch"] == 4 and synthetic.generate_key(micro_pipe, p, 2, 4.0, 2, 0)["batch"] == micro_pipe.batch_size
+
+
+def test_zero_shot_study_returns_per_image_correctness_per_seed(micro_splits):
+    S = micro_splits
+    f, y = S["train", "photo"]
+    W = F.normalize(torch.randn(12, f.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
+    s = {"f": f, "y": y, "zs": 10 * f @ W.T}
+    acc, info, correct = synthetic.zero_shot_study(S, W, 10.0, {"b": s, "le": s}, world.DOMAINS, epochs=2, seeds=2)
+    n = len(S["test", "photo"][1])
+    assert correct["zero_shot"]["photo"].shape == (1, n) and correct["le_cf_sce"]["sketch"].shape == (2, n)
+    assert acc["b_ce"]["photo"] == pytest.approx(correct["b_ce"]["photo"].mean())
+    shifts = [d for d in world.DOMAINS if d != "photo"]
+    assert acc["b_ce"]["ood"] == pytest.approx(np.mean([correct["b_ce"][d].mean() for d in shifts]))
+    assert set(info["val"]) == {"zero_shot", *synthetic.ZERO_SHOT_VARIANTS} and len(info["b"]["ce_best_epoch"]) == 2
+    assert synthetic.per_seed(correct["b_ce"])["photo"].shape == (2,)
