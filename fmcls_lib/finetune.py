@@ -100,12 +100,37 @@ def _freeze_bn(model: torch.nn.Module):
             m.eval()
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, computed on the model's device, returned on the CPU."""
+def inference_net(model: torch.nn.Module, part: str = "model") -> torch.nn.Module:
+    """An evaluation copy of ``model`` (or of its ``image_encoder`` with ``part="encoder"``): BatchNorm folded
+    into the convolutions (``torch.fx.experimental.optimization.fuse``) and channels-last memory, which is
+    about twice as fast on a CPU; the eval-mode module itself where the graph cannot be traced."""
+    from torch.fx.experimental.optimization import fuse
+
+    net = (model.image_encoder if part == "encoder" else model).eval()
+    try:
+        net = fuse(net)  # a copy: the model's own modules are left alone
+    except Exception:  # noqa: BLE001  (e.g. a transformer fx cannot trace: evaluate it as it is)
+        return net
+    return net.to(memory_format=torch.channels_last)
+
+
+FUSE_FROM = 512  # images: below this, folding BatchNorm costs more than it saves
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, features: bool = False) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode (or, with ``features=True``, its normalised image features),
+    computed on the model's device under ``torch.inference_mode`` (through :func:`inference_net` for
+    ``FUSE_FROM`` images or more); returned on the CPU."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
+    part = "encoder" if features else "model"
+    net = inference_net(model, part) if len(x) >= FUSE_FROM else (model.image_encoder if features else model)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            o = net(x[i:i + batch_size].to(dev).contiguous(memory_format=torch.channels_last))
+            out.append((F.normalize(o, dim=-1) if features else o).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _augment(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -119,10 +144,12 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
              swa: tuple | None = None, device: str = "auto") -> Result:
     """Fine-tune ``model`` in place (AdamW, linear warm-up then cosine, gradient clipping).
 
-    ``x_*`` are model-ready image tensors.  After each epoch the model is scored on the validation split;
-    with ``keep="best"`` the best epoch's weights are loaded back and returned as ``Result.state_dict``,
-    with ``keep="last"`` the last iterate's.  ``on_step(model)`` is called after every optimiser step (EMA /
-    SWA averaging hooks in here).  ``branch=(epoch, seed)`` re-seeds the data order (and augmentation /
+    ``x_*`` are model-ready image tensors.  With ``keep="best"`` the model is scored on the validation split
+    after each epoch and the best epoch's weights are loaded back and returned as ``Result.state_dict``; with
+    ``keep="last"`` the last iterate's (scored once, after the last epoch).  LC without augmentation or
+    mixup sees the frozen encoder's features only, so they are computed once and the head trains on them
+    (the same steps as running the encoder every time, much faster).  ``on_step(model)`` is called after every
+    optimiser step (EMA / SWA averaging hooks in here).  ``branch=(epoch, seed)`` re-seeds the data order (and augmentation /
     mixup draws) from that epoch on: the run shares its first ``epoch`` epochs with the run of
     ``recipe.seed`` and then takes its own path (Frankle et al.'s instability analysis).
     ``swa=(epoch, swa_lr)`` hands the learning rate from that epoch on to ``torch.optim.swa_utils.SWALR``
@@ -147,6 +174,18 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
                                               * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     best = (-1.0, None, -1)
     history, t0 = [], time.perf_counter()
+    on_features = recipe.mode == "lc" and recipe.augment <= 0 and recipe.mixup <= 0
+    if on_features:
+        x_train, x_val = predict(model, x_train, features=True), predict(model, x_val, features=True)
+        forward = model.head
+    else:
+        model.to(memory_format=torch.channels_last)  # faster convolutions on a CPU; the weights are the same
+        forward = model
+    score = lambda: float((  # noqa: E731
+        (torch.cat([model.head(x_val[i:i + 1024].to(dev)).cpu() for i in range(0, len(x_val), 1024)])
+         if on_features else predict(model, x_val)).argmax(1) == y_val).float().mean())
+    snapshot = lambda: {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)  # noqa: E731
+                        for k, v in model.state_dict().items()}
     bar = tqdm(range(recipe.epochs), disable=not progress, desc=f"fine-tuning ({recipe.mode})", leave=False)
     for epoch in bar:
         if branch is not None and epoch == branch[0]:
@@ -163,13 +202,15 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
         losses = []
         for idx in torch.randperm(len(x_train), generator=gen).split(recipe.batch_size):
             x, y = _augment(x_train[idx], recipe.augment, gen).to(dev), y_train[idx].to(dev)
+            if not on_features:
+                x = x.contiguous(memory_format=torch.channels_last)
             target = F.one_hot(y, model.head.out_features).float()
             if recipe.mixup > 0:
                 lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(
                     recipe.mixup, recipe.mixup))
                 perm = torch.randperm(len(x), generator=gen).to(dev)
                 x, target = lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]
-            loss = F.cross_entropy(model(x), target, label_smoothing=recipe.label_smoothing)
+            loss = F.cross_entropy(forward(x), target, label_smoothing=recipe.label_smoothing)
             if theta_0 is not None:
                 loss = loss + recipe.l2_to_init * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta_0))
             opt.zero_grad(set_to_none=True)
@@ -180,11 +221,12 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
             losses.append(loss.item())
             if on_step is not None:
                 on_step(model)
-        val = float((predict(model, x_val).argmax(1) == y_val).float().mean())
+        val = score() if keep == "best" or epoch == recipe.epochs - 1 else None
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": val})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
-        if val > best[0] or keep == "last":
-            best = (val, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val="-" if val is None else f"{val:.3f}")
+        if keep == "last" and epoch == recipe.epochs - 1 or keep == "best" and val > best[0]:
+            best = (val, snapshot(), epoch)
+    model.to(memory_format=torch.contiguous_format)
     model.load_state_dict(best[1])
     for p in model.parameters():
         p.requires_grad_(True)
@@ -199,14 +241,50 @@ def load_images(backbone, task: str, domains, splits=("train", "val", "test")) -
     for s in splits:
         for d in (domains if s == "test" else ("photo",)):
             ds = data.load(task, s, d)
-            out[s, d] = (backbone.prepare(ds.images), torch.as_tensor(ds.labels))
+            out[s, d] = (backbone.prepare(rendered(ds)), torch.as_tensor(ds.labels))
     return out
+
+
+def rendered(ds):
+    """A world dataset's images from the disk cache (rendered once for every lesson that fine-tunes)."""
+    from . import cache
+
+    if not ds.name.startswith("world/"):
+        return ds.images
+    return cache.get_or_compute("images", {"images": ds.key}, lambda: torch.from_numpy(ds.images)).numpy()
+
+
+def first_per_class(labels, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` images of every class (sorted): the fixed evaluation subset a figure
+    that needs many points uses.  For the world's tasks it is a prefix (scene ``i`` has label ``i % C``)."""
+    labels = np.asarray(labels)
+    return torch.as_tensor(np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                                                   for c in np.unique(labels)])))
 
 
 def accuracies(logits: dict, labels: dict) -> dict:
     """``{domain: accuracy}`` + ``ood`` (mean over the shifted domains) from per-domain logits."""
     from .heads import with_ood
     return with_ood({d: float((lg.argmax(1) == labels[d]).float().mean()) for d, lg in logits.items()})
+
+
+def correctness(logits: dict, labels: dict) -> dict:
+    """``{domain: bool [n]}`` per-image correctness (``fm.results.correct``) from per-domain logits, plus ``ood``:
+    the shifted domains' images one after another (equal sizes, so its mean is the ``ood`` accuracy)."""
+    from .results import correct
+
+    out = {d: correct(lg, labels[d]) for d, lg in logits.items()}
+    shifts = [d for d in out if d != "photo"]
+    return {**out, "ood": np.concatenate([out[d] for d in shifts])} if shifts else out
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean of per-seed values and the half-width of its 95 % t-interval (0 for one seed)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    return float(v.mean()), half
 
 
 def logits_of(model: ImageClassifier, state_dict: dict, X: dict) -> dict:
@@ -236,12 +314,24 @@ def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> li
             for _ in range(n)]
 
 
+SELECT_PER_CLASS = 25  # photo validation images per class the best epoch is chosen on (the split's former size)
+
+
+def selection_split(X) -> tuple:
+    """The part of photo validation a run's epoch is chosen on: its first ``SELECT_PER_CLASS`` images per class
+    (scoring all of it after every epoch would cost more than a quarter of each epoch; claims use all of it)."""
+    x, y = X["val", "photo"]
+    idx = first_per_class(y, SELECT_PER_CLASS)
+    return x[idx], torch.as_tensor(y)[idx]
+
+
 def _run_key(backbone, W, recipe: Recipe, X, **extra) -> dict:
-    """Disk-cache key of one fine-tuning run: backbone weights, head, recipe, train-set size, plus ``extra``."""
+    """Disk-cache key of one fine-tuning run: backbone weights, head, recipe, train-set and selection-set sizes,
+    plus ``extra``."""
     from . import cache
 
     return {"backbone": backbone.id, "W": cache.key_digest({"W": W.tolist()}), "recipe": asdict(recipe),
-            "train": int(len(X["train", "photo"][1])), **extra}
+            "train": int(len(X["train", "photo"][1])), "select": int(len(selection_split(X)[1])), **extra}
 
 
 def _ingredient_job(shared, job):
@@ -255,22 +345,24 @@ def _ingredient_job(shared, job):
     os.environ["FMCLS_CACHE"] = cache_root  # a Ray worker writes where the driver reads
     res = finetune(copy.deepcopy(model_0), recipe, *data, progress=False)
     cache.put("ingredients", key, {"state_dict": res.state_dict, "best_epoch": res.best_epoch,
-                                   "val": res.val_accuracy, "seconds": res.seconds})
+                                   "val": res.val_accuracy, "seconds": res.seconds, "history": res.history})
     return key
 
 
 def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True, executor=None) -> list[Result]:
-    """Fine-tune one ingredient per recipe from the same zero-shot initialisation.  Each one is cached on
-    disk, so a re-run (or a sweep that crashed half-way) only trains the missing ones.  ``X`` as from
-    :func:`load_images`; ``executor`` (see :mod:`fmcls_lib.executors`): ``None`` trains them here one by one,
-    ``"ray"`` / ``"ray://host:port"`` as Ray tasks that write their checkpoints to ``$FMCLS_CACHE``."""
+    """Fine-tune one model per recipe from the same zero-shot initialisation (a soup's ingredients, a lesson's
+    fine-tunes over seeds).  Each one is cached on disk under its recipe, so a re-run (or a sweep that crashed
+    half-way) only trains the missing ones, and two lessons asking for the same recipe share one run.  ``X`` as from
+    :func:`load_images`; the epoch is chosen on :func:`selection_split`; ``executor`` (see
+    :mod:`fmcls_lib.executors`): ``None`` trains them here one by one, ``"ray"`` / ``"ray://host:port"`` as Ray
+    tasks that write their checkpoints to ``$FMCLS_CACHE``."""
     from . import cache, executors
 
     keys = [_run_key(backbone, W, r, X, task=task) for r in recipes]
     found = {i: cache.get("ingredients", k) for i, k in enumerate(keys)}
     todo = [i for i, d in found.items() if d is None]
     if todo:
-        shared = (from_zero_shot(backbone, W), (*X["train", "photo"], *X["val", "photo"]), str(cache.cache_dir()))
+        shared = (from_zero_shot(backbone, W), (*X["train", "photo"], *selection_split(X)), str(cache.cache_dir()))
         executors.get(executor).map(_ingredient_job, shared, [(keys[i], recipes[i]) for i in todo],
                                     desc="soup ingredients", progress=progress)
         for i in todo:
@@ -278,7 +370,7 @@ def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True,
             if found[i] is None:
                 raise RuntimeError(f"ingredient {i} was trained but its checkpoint is not in {cache.cache_dir()}; "
                                    "with a Ray cluster, every node must see the same $FMCLS_CACHE")
-    return [Result(d["state_dict"], d["best_epoch"], d["val"], seconds=d["seconds"], recipe=asdict(r))
+    return [Result(d["state_dict"], d["best_epoch"], d["val"], d.get("history", []), d["seconds"], asdict(r))
             for d, r in zip((found[i] for i in range(len(recipes))), recipes)]
 
 
@@ -289,7 +381,15 @@ def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_st
     end of each epoch from ``swa_start`` of training on; BatchNorm statistics of both are recomputed
     with ``update_bn``.  With ``swa_lr`` the learning rate switches to ``SWALR`` at ``swa_start`` (SWA's own
     recipe: a constant rate while averaging); without it the run keeps its cosine schedule.
-    Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture)."""
+    Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture), cached on disk."""
+    from . import cache
+
+    key = _run_key(backbone, W, recipe, X, averaged={"ema_decay": ema_decay, "swa_start": swa_start, "swa_lr": swa_lr})
+    return cache.get_or_compute("averaged", key, lambda: _averaged_run(backbone, W, recipe, X, ema_decay, swa_start,
+                                                                       swa_lr, progress))
+
+
+def _averaged_run(backbone, W, recipe, X, ema_decay, swa_start, swa_lr, progress) -> dict:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
     model = from_zero_shot(backbone, W)
@@ -305,9 +405,10 @@ def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_st
         if state["step"] % steps_per_epoch == 0 and state["step"] // steps_per_epoch > first_swa_epoch:
             swa.update_parameters(m)  # end of each epoch run under the SWA schedule
         if state["step"] == recipe.epochs * steps_per_epoch:
-            state["last"] = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+            state["last"] = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                             for k, v in m.state_dict().items()}
 
-    res = finetune(model, recipe, *X["train", "photo"], *X["val", "photo"], progress=progress, on_step=on_step,
+    res = finetune(model, recipe, *X["train", "photo"], *selection_split(X), progress=progress, on_step=on_step,
                    swa=None if swa_lr is None else (first_swa_epoch, swa_lr))
     x_bn = X["train", "photo"][0]
     update_bn([x_bn[i:i + 256] for i in range(0, len(x_bn), 256)], swa)
@@ -342,13 +443,16 @@ def from_scratch(backbone, W: torch.Tensor, seed: int = 0) -> ImageClassifier:
 
 
 def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str = "zero_shot",
-                        child_seed: int = 12345, child_init_seed: int | None = None, progress: bool = True) -> dict:
+                        child_seed: int = 12345, child_init_seed: int | None = None, split: str = "val",
+                        progress: bool = True) -> dict:
     """Frankle et al. (2020)'s linear-interpolation instability: a parent run (``recipe``) and, for each
     ``k`` in ``shared_epochs``, a child that shares the parent's initialisation and its first ``k`` epochs
     (same data order), then continues with another data order.  Both last iterates and their average
-    are scored on photo validation (BatchNorm statistics recomputed on the train images for all three).  ``init``: ``"zero_shot"`` (the pre-trained start every soup uses) or
-    ``"scratch"`` (same architecture, random weights).  ``child_init_seed`` (scratch only, ``shared_epochs=[0]``):
-    the child starts from *another* random initialisation — two fully independent runs.  Runs are cached on disk.
+    are scored on ``X[split, "photo"]`` (BatchNorm statistics recomputed on the train images for all three).
+    ``init``: ``"zero_shot"`` (the pre-trained start every soup uses) or ``"scratch"`` (same architecture, random
+    weights).  ``child_init_seed`` (scratch only, ``shared_epochs=[0]``): the child starts from *another* random
+    initialisation — two fully independent runs.  A child that shares every epoch *is* the parent (its branch
+    never happens), so it is not trained again.  Runs are cached on disk.
 
     Returns ``{k: {"parent", "child", "average", "barrier"}}`` with ``barrier`` = mean of the two endpoints
     minus the average's accuracy (> 0: averaging loses accuracy).
@@ -369,19 +473,20 @@ def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str
     from .landscape import evaluate
     from .weights import combine
 
-    x_val, y_val = X["val", "photo"]
     model = start()
-    score = lambda sd: 1.0 - evaluate(model, sd, x_val, y_val, X["train", "photo"][0])[0]  # noqa: E731
+    score = lambda sd: 1.0 - evaluate(model, sd, *X[split, "photo"], X["train", "photo"][0])[0]  # noqa: E731
 
     def run(branch):
         seed = recipe.seed if branch is None or child_init_seed is None else child_init_seed
         key = _run_key(backbone, W, recipe, X, init=init, init_seed=seed, branch=branch)
         return cache.get_or_compute("branches", key, lambda: finetune(
-            start(seed), recipe, *X["train", "photo"], x_val, y_val, progress=False, keep="last", branch=branch).state_dict)
+            start(seed), recipe, *X["train", "photo"], *selection_split(X), progress=False, keep="last",
+            branch=branch).state_dict)
 
-    bar = tqdm([None] + [(int(k), child_seed) for k in shared_epochs], disable=not progress,
+    bar = tqdm([None] + [(int(k), child_seed) for k in shared_epochs if int(k) < recipe.epochs], disable=not progress,
                desc=f"shared-prefix runs ({init})", leave=False)
     runs = {b: run(b) for b in bar}
+    runs.update({(recipe.epochs, child_seed): runs[None]} if recipe.epochs in map(int, shared_epochs) else {})
     parent = score(runs[None])
     out = {}
     for k in shared_epochs:

@@ -66,11 +66,12 @@ def evaluate(model, state_dict, x, y, x_bn=None) -> tuple[float, float]:
     """(error, loss) of ``state_dict`` on ``(x, y)``; BatchNorm statistics recomputed on ``x_bn`` first."""
     from torch.optim.swa_utils import update_bn
 
+    from .finetune import predict
+
     model.load_state_dict(state_dict)
     if x_bn is not None and has_batchnorm(model):
         update_bn([x_bn], model)
-    model.eval()
-    out = model(x)
+    out = predict(model, x)  # eval mode, BatchNorm folded into the convolutions
     return float((out.argmax(1) != y).float().mean()), float(F.cross_entropy(out, y))
 
 
@@ -231,3 +232,48 @@ def soup_ensemble_gap(model, theta_0: dict, theta_1: dict, alpha: float, x, y, b
     return {"measured": float(F.cross_entropy(b * fa, y) - F.cross_entropy(b * ens, y)), "approx": float(approx),
             "curvature": float(curvature), "variance": float(variance), "beta": b,
             "err_soup": float((fa.argmax(1) != y).float().mean()), "err_ens": float((ens.argmax(1) != y).float().mean())}
+
+
+def soup_ensemble_gaps(model, theta_0: dict, theta_1: dict, alphas, x, y,
+                       betas: dict | None = None) -> dict:
+    """:func:`soup_ensemble_gap` for one pair at several ``alphas`` and ``beta`` conventions at once (same numbers).
+
+    The endpoints' logits are computed once per pair; per ``alpha`` one forward-over-forward ``torch.func.jvp``
+    gives the soup's logits ``f`` and their first two derivatives ``f'``, ``f''`` along the segment, from which the
+    soup loss's curvature follows in closed form for every ``beta``:
+    ``d^2/d alpha^2 L = E_x[ beta (p . f'' - f''_y) + beta^2 Var_p(f') ]`` with ``p = softmax(beta f)``.
+    ``betas``: name -> beta (``None``: calibrated on the soup's logits); default the paper's two rows.
+    Returns ``{name: [result per alpha]}`` with the keys of :func:`soup_ensemble_gap`.
+    """
+    from torch.func import functional_call, jvp
+
+    betas = {"beta calibrated": None, "beta = 1": 1.0} if betas is None else betas
+    y = torch.as_tensor(y)
+    model = _replace_bn(model, _EvalBatchNorm)
+    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
+    fixed = {k: v for k, v in theta_0.items() if k not in keys}
+    base = {k: theta_0[k].float() for k in keys}
+    delta = {k: theta_1[k].float() - base[k] for k in keys}
+
+    def logits(a):
+        return functional_call(model, {**fixed, **{k: base[k] + a * delta[k] for k in keys}}, (x,))
+
+    one = torch.ones(())
+    with torch.no_grad():
+        f0, f1 = logits(torch.tensor(0.0)), logits(torch.tensor(1.0))
+        out = {name: [] for name in betas}
+        for alpha in alphas:
+            (fa, d1), (_, d2) = jvp(lambda a: jvp(logits, (a,), (one,)), (torch.tensor(float(alpha)),), (one,))
+            ens = (1 - alpha) * f0 + alpha * f1
+            for name, beta in betas.items():
+                b = calibrate_beta(fa, y) if beta is None else float(beta)
+                p = torch.softmax(b * fa, dim=1)
+                var = lambda v: (p * v ** 2).sum(1) - (p * v).sum(1) ** 2  # noqa: E731
+                curvature = (b * ((p * d2).sum(1) - d2.gather(1, y[:, None])[:, 0]) + b ** 2 * var(d1)).mean()
+                variance = var(f1 - f0).mean()
+                approx = alpha * (1 - alpha) / 2 * (-curvature + b ** 2 * variance)
+                out[name].append({"measured": float(F.cross_entropy(b * fa, y) - F.cross_entropy(b * ens, y)),
+                                  "approx": float(approx), "curvature": float(curvature), "variance": float(variance),
+                                  "beta": b, "err_soup": float((fa.argmax(1) != y).float().mean()),
+                                  "err_ens": float((ens.argmax(1) != y).float().mean())})
+    return out

@@ -172,14 +172,18 @@ def wise_plane(curves: dict, marker_alpha=None, ax=None, title="", xlabel="ID (p
     return ax.figure
 
 
-def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None):
-    """Accuracy against alpha: ``accs``: alpha -> {domain: accuracy}."""
+def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None, err: dict | None = None):
+    """Accuracy against alpha: ``accs``: alpha -> {domain: accuracy}; ``err`` (same shape): a band of
+    +- that half-width (e.g. the 95 % interval over seeds)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 3.6))
     a = sorted(accs)
     for d in domains:
         ax.plot(a, [accs[k][d] for k in a], marker=".", color=DOMAIN_COLORS.get(d), label=d,
                 lw=2.5 if d in ("photo", "ood") else 1.2)
+        if err is not None:
+            ax.fill_between(a, [accs[k][d] - err[k][d] for k in a], [accs[k][d] + err[k][d] for k in a],
+                            color=DOMAIN_COLORS.get(d), alpha=0.15, lw=0)
     if marker_alpha is not None:
         ax.axvline(marker_alpha, color="red", lw=1, ls="--")
     ax.set(xlabel="alpha (0 = zero-shot, 1 = fine-tuned)", ylabel="test accuracy", title=title)
@@ -203,20 +207,24 @@ def plane_contours(err, xs, ys, points: dict, title="", ax=None, levels=15):
 
 
 def shared_prefix(studies: dict, independent: dict | None = None,
-                  title: str = "averaging two runs that share their first k epochs"):
-    """Frankle et al.'s plot: held-out accuracy of the weight average vs the mean of the two endpoints,
+                  title: str = "averaging two runs that share their first k epochs", err: dict | None = None,
+                  ylabel: str = "held-out accuracy"):
+    """Frankle et al.'s plot: accuracy of the weight average vs the mean of the two endpoints,
     against the epochs shared, one colour per initialisation (``{init: {k: {"average", "parent", "child"}}}``);
-    ``independent`` (same keys) marks the average of two runs from different random initialisations."""
+    ``independent`` (same keys) marks the average of two runs from different random initialisations.
+    ``err`` (``{init: {k: half-width}}``, and ``"independent"``): error bars on the averages."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    err = err or {}
     if independent is not None:
-        ax.scatter([0], [independent["average"]], marker="*", s=160, color="k", zorder=3,
-                   label="scratch, different random inits: weight average")
+        ax.errorbar([0], [independent["average"]], yerr=err.get("independent"), marker="*", ms=13, color="k",
+                    zorder=3, capsize=3, ls="none", label="scratch, different random inits: weight average")
     for (init, res), c in zip(studies.items(), sns.color_palette("Set1", len(studies))):
         ks = sorted(res)
-        ax.plot(ks, [res[k]["average"] for k in ks], marker="o", color=c, label=f"{init}: weight average")
+        ax.errorbar(ks, [res[k]["average"] for k in ks], yerr=[err[init][k] for k in ks] if init in err else None,
+                    marker="o", color=c, capsize=3, label=f"{init}: weight average")
         ax.plot(ks, [(res[k]["parent"] + res[k]["child"]) / 2 for k in ks], ls=":", color=c,
                 label=f"{init}: mean of the two runs")
-    ax.set(xlabel="epochs shared before the runs split (k)", ylabel="held-out accuracy", title=title)
+    ax.set(xlabel="epochs shared before the runs split (k)", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     return fig
 

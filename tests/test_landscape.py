@@ -76,6 +76,17 @@ def test_soup_ensemble_gap_curvature_matches_finite_differences():
     assert r["measured"] == pytest.approx(loss(0.3) - float(torch.nn.functional.cross_entropy(ens, y)), abs=1e-4)
 
 
+def test_soup_ensemble_gaps_at_once_equal_one_point_at_a_time():
+    m, t0, t1, x, y = _smooth_pair(1)
+    many = landscape.soup_ensemble_gaps(m, t0, t1, [0.25, 0.6], x, y)
+    for name, beta in (("beta calibrated", None), ("beta = 1", 1.0)):
+        for alpha, got in zip((0.25, 0.6), many[name]):
+            one = landscape.soup_ensemble_gap(m, t0, t1, alpha, x, y, beta=beta)
+            assert got.keys() == one.keys()
+            for k in one:
+                assert got[k] == pytest.approx(one[k], rel=1e-4, abs=1e-6), (name, alpha, k)
+
+
 def test_soup_ensemble_gap_vanishes_for_a_model_linear_in_its_weights():
     # logits linear in theta: the soup IS the ensemble, and -L'' cancels the variance term exactly
     torch.manual_seed(0)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +259,81 @@ def test_swalr_holds_the_rate_at_swa_lr_after_its_start(micro):
     steps = len(snaps) // 3
     assert all(torch.equal(snaps[2 * steps - 1][k], snaps[-1][k]) for k in snaps[-1])
     assert any(not torch.equal(snaps[steps - 1][k], snaps[2 * steps - 1][k]) for k in snaps[-1])
+
+
+def test_predict_folds_batchnorm_without_changing_the_logits(micro):
+    m = _classifier(micro)
+    x = torch.randn(ft.FUSE_FROM + 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    m.eval()
+    with torch.no_grad():
+        ref, feats = m(x), m.features(x)
+    torch.testing.assert_close(ft.predict(m, x), ref, atol=1e-4, rtol=1e-4)          # fused (enough images)
+    torch.testing.assert_close(ft.predict(m, x[:8]), ref[:8], atol=1e-5, rtol=1e-5)  # as it is (few images)
+    torch.testing.assert_close(ft.predict(m, x, features=True), feats, atol=1e-5, rtol=1e-4)
+    assert all(b.training is False for b in m.modules())  # the model itself is left in eval mode, unfused
+    assert any(isinstance(b, torch.nn.BatchNorm2d) for b in m.modules())
+
+
+def test_lc_on_cached_features_takes_the_same_steps_as_running_the_encoder(micro):
+    import math
+    x, y = _data()
+    r = ft.Recipe(mode="lc", epochs=2, lr=1e-2, batch_size=16, seed=4)
+    fast = ft.finetune(_classifier_seeded(micro), r, x, y, x[:16], y[:16], progress=False, keep="last").state_dict
+    # the loop of finetune, written out with the encoder run at every step
+    m = _classifier_seeded(micro)
+    torch.manual_seed(r.seed)
+    gen = torch.Generator().manual_seed(r.seed)
+    params = [p for p in m.head.parameters()]
+    opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+    total = r.epochs * math.ceil(len(x) / r.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / r.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    m.train()
+    m.image_encoder.eval()
+    for _ in range(r.epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(r.batch_size):
+            loss = torch.nn.functional.cross_entropy(m(x[idx]), torch.nn.functional.one_hot(y[idx], 5).float())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, r.clip_grad)
+            opt.step()
+            sched.step()
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(fast[k], v, atol=1e-5, rtol=1e-4)
+
+
+def _classifier_seeded(micro, seed=0):
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(seed)), dim=-1)
+    return ft.from_zero_shot(micro, W)
+
+
+def test_keep_last_scores_validation_once_and_returns_the_last_iterate(micro):
+    x, y = _data()
+    res = ft.finetune(_classifier(micro), ft.Recipe(epochs=3, lr=1e-2, batch_size=16), x, y, x[:16], y[:16],
+                      progress=False, keep="last")
+    assert [h["val"] is None for h in res.history] == [True, True, False] and res.best_epoch == 2
+
+
+def test_first_per_class_is_a_prefix_for_the_world_and_balanced_otherwise():
+    assert ft.first_per_class(np.arange(40) % 4, 3).tolist() == list(range(12))
+    assert ft.first_per_class(np.array([1, 1, 0, 1, 0, 0, 2]), 2).tolist() == [0, 1, 2, 4, 6]
+
+
+def test_correctness_adds_the_shifted_domains_one_after_another_and_mean_ci():
+    logits = {"photo": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "sketch": torch.tensor([[1.0, 0.0]]),
+              "pixel": torch.tensor([[0.0, 1.0]])}
+    labels = {"photo": torch.tensor([0, 0]), "sketch": torch.tensor([0]), "pixel": torch.tensor([0])}
+    c = ft.correctness(logits, labels)
+    assert c["photo"].tolist() == [True, False] and c["ood"].tolist() == [True, False]
+    assert ft.mean_ci([0.5]) == (0.5, 0.0)
+    mean, half = ft.mean_ci([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and half == pytest.approx(4.303 / np.sqrt(3), rel=1e-3)  # t(0.975, 2) * sd / sqrt(n)
+
+
+def test_world_images_are_rendered_once_and_then_read_from_the_cache(micro):
+    from fmcls_lib import cache, data
+    X = ft.load_images(micro, "world/colors", ("photo",), splits=("val",))
+    ds = data.load("world/colors", "val", "photo")
+    assert cache.get("images", {"images": ds.key}) is not None
+    np.testing.assert_array_equal(ft.rendered(ds), ds.images)
+    torch.testing.assert_close(X["val", "photo"][0], micro.prepare(ds.images))
