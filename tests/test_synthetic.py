@@ -178,7 +178,7 @@ def test_generate_batch_layout_is_in_the_cache_key(micro_pipe):
     b, _ = synthetic.generate(micro_pipe, p, y, per_prompt=2, num_inference_steps=2, progress=False)
     assert a.shape == b.shape == (6, world.RES, world.RES, 3)
     key = synthetic.generate_key(micro_pipe, p, 2, 4.0, 2, 0, 4)
-    assert key["batch"] == 4 and synthetic.generate_key(micro_pipe, p, 2, 4.0, 2, 0)["batch"] == micro_pipe.batch_size
+    assert key["batch"] == 4 and synthetic.generate_key(micro_pipe, p, 2, 4.0, 2, 0)["batch"] == synthetic.GEN_BATCH
 
 
 def test_zero_shot_study_returns_per_image_correctness_per_seed(micro_splits):
