@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import cache, world
-from .heads import Fit, accuracy, single_threaded
+from .heads import Fit, accuracy
 
 # Real Guidance: noise level t*/T by shots (the paper's schedule 50/40/35/20/15 of 100 steps)
 RG_STRENGTH = {1: 0.50, 2: 0.40, 4: 0.35, 8: 0.20, 16: 0.15}
@@ -173,7 +173,6 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
     return torch.randperm(n, generator=gen).split(batch_size)
 
 
-@single_threaded()  # small tensors: a second thread only adds synchronisation (see heads.single_threaded)
 def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn", sl: float = 0.0,
                T: float = 2.0, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 1e-4,
                batch_size: int = 128, real_batch_size: int = 32, seed: int = 0, init: Head | None = None):
@@ -349,7 +348,6 @@ def recognised(report: dict, vocabulary: str = "caption_vocabulary", judge: str 
 # returns, beside the mean accuracies, the per-image correctness on the test images, ``{domain: bool [seeds, n]}``
 # per method: what ``fm.results.beats`` decides a claim on.
 
-@single_threaded()
 def correct_by_domain(logits_fn, S, domains, split: str = "test") -> dict:
     """``{domain: bool [n]}``: which of ``S[split, domain]``'s images ``logits_fn`` classifies correctly."""
     from .results import correct
