@@ -7,6 +7,7 @@ local checkpoint file.  All come back as a :class:`CLIPBackbone` with the same m
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -128,6 +129,7 @@ def _embedded_weights(name: str, progress: bool = True, kind: str = "clip") -> t
 
 
 def _network_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
+    """False at once under ``HF_HUB_OFFLINE=1``; else whether ``host`` answers within ``timeout`` seconds."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
     try:
@@ -137,27 +139,74 @@ def _network_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bo
         return False
 
 
-def _real_weights(arch: str, tag: str) -> str:
-    pairs = open_clip.list_pretrained()
-    if (arch, tag) not in pairs:
-        raise UnknownNameError("open_clip pretrained pair", f"{arch}/{tag}",
-                               ["tiny", "tiny-vit", "micro"] + [f"{a}/{t}" for a, t in pairs])
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    hub_cache = os.environ.get("HF_HUB_CACHE") or str(Path.home() / ".cache" / "huggingface" / "hub")
-    online = _network_reachable()
-    if not online:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # look in the local cache only, fail fast
-    err = None
+@contextlib.contextmanager
+def hub_offline(offline: bool = True):
+    """huggingface_hub's offline mode for the calls inside only: look in the local cache, never retry the network.
+
+    huggingface_hub reads ``$HF_HUB_OFFLINE`` once, at import, so setting the variable later does nothing (and would
+    turn the rest of the process offline too); its module switch is read at every call."""
+    import huggingface_hub.constants as hub
+    old = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = old or offline
     try:
-        path = open_clip.download_pretrained(cfg)
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = old
+
+
+def _hub_cache() -> str:
+    import huggingface_hub.constants as hub
+    return os.environ.get("HF_HUB_CACHE") or hub.HF_HUB_CACHE
+
+
+def _not_found(what: str, online: bool, err: Exception, fetch: str, local: str) -> OfflineModelError:
+    cause = f"the download failed: {type(err).__name__}: {err}" if online else "the network is off"
+    return OfflineModelError(
+        f"{what} is not in the local Hugging Face cache ({_hub_cache()}) and {cause}. On a machine with network run "
+        f"once:  {fetch}  or pass a local file: {local}.")
+
+
+def parse_clip_name(name: str) -> tuple[str, str, str | None]:
+    """``(kind, model, pretrained)`` of a CLIP name: ``("embedded", "tiny", None)``, ``("tag", "ViT-B-32",
+    "openai")``, ``("hub", "hf-hub:org/repo", None)`` or ``("file", "ViT-B-32-quickgelu", "/path/model.pt")`` for
+    ``ARCH@/path/model.pt``.  Raises :class:`UnknownNameError` for anything else, listing what is accepted."""
+    if name in EMBEDDED_CLIPS:
+        return "embedded", name, None
+    if name.startswith("hf-hub:") and "/" in name:
+        return "hub", name, None
+    if "@" in name:
+        arch, path = name.split("@", 1)
+        if arch not in open_clip.list_models():
+            raise UnknownNameError("open_clip architecture (before @)", arch, open_clip.list_models())
+        return "file", arch, path
+    if "/" in name:
+        arch, tag = name.split("/", 1)
+        if (arch, tag) not in open_clip.list_pretrained():
+            raise UnknownNameError("open_clip pretrained pair", name, list(EMBEDDED_CLIPS) +
+                                   [f"{a}/{t}" for a, t in open_clip.list_pretrained()])
+        return "tag", arch, tag
+    raise UnknownNameError("backbone", name, list(EMBEDDED_CLIPS) + [
+        "<arch>/<tag>, e.g. ViT-B-32/openai", "hf-hub:<org>/<repo>", "<arch>@<local checkpoint file>"])
+
+
+def _real_clip_file(kind: str, model: str, pretrained: str | None, online: bool) -> str:
+    """The weights file of a tag or hub repo, from the local cache (offline) or downloaded; a clear error if neither."""
+    if kind == "tag":
+        fetch = f"python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{pretrained}')\""
+        get = lambda: open_clip.download_pretrained(open_clip.get_pretrained_cfg(model, pretrained))  # noqa: E731
+        what = f"CLIP weights {model}/{pretrained}"
+    else:
+        fetch = f"python -c \"import open_clip; open_clip.create_model('{model}')\""
+        get = lambda: open_clip.pretrained.download_pretrained_from_hf(model[len("hf-hub:"):])  # noqa: E731
+        what = f"CLIP {model}"
+    arch = model if kind == "tag" else "<arch>"
+    local = f"load_clip('{arch}', checkpoint='model.pt'), in a lesson  -p backbone {arch}@model.pt"
+    try:
+        path = get()
     except Exception as e:  # huggingface_hub / urllib raise many types for "not here"
-        path, err = "", e
+        raise _not_found(what, online, e, fetch, local) from e
     if not path:
-        raise OfflineModelError(
-            f"CLIP weights {arch}/{tag} are not in the local cache ({hub_cache}) and the network is "
-            f"{'reachable but the download failed: ' + repr(err) if online else 'off'}. On a machine "
-            f"with network run once:  python -c \"import open_clip; open_clip.create_model('{arch}', "
-            f"pretrained='{tag}')\"  or pass a local file: load_clip('{arch}', checkpoint='model.pt').")
+        raise _not_found(what, online, FileNotFoundError("no file"), fetch, local)
     return path
 
 
@@ -166,35 +215,42 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
     """Load a CLIP by name.
 
     ``name``: ``"tiny"`` (the course's conv-tower CLIP), ``"tiny-vit"``, ``"micro"`` (for tests), any
-    ``"<arch>/<tag>"`` from ``open_clip.list_pretrained()``, or an ``<arch>`` with ``checkpoint=`` a
-    local weights file.
+    ``"<arch>/<tag>"`` from ``open_clip.list_pretrained()`` (open_clip resolves the tag, so its settings come with
+    it: OpenAI's QuickGELU, its mean and std), ``"hf-hub:<org>/<repo>"`` (an open_clip model on the Hugging Face
+    hub), or ``"<arch>@<file>"`` / ``<arch>`` with ``checkpoint=`` a local weights file (an OpenAI checkpoint needs
+    a ``-quickgelu`` arch, e.g. ``ViT-B-32-quickgelu@ViT-B-32.pt``).  Downloads need the network; without it the
+    local Hugging Face cache is used, and a missing model fails at once with what to run.
     """
+    if checkpoint is not None:
+        name = f"{name}@{checkpoint}"
+    kind, model_name, pretrained = parse_clip_name(name)
     dev = pick_device(device)
-    if name in EMBEDDED_CLIPS:
+    online = False
+    if kind == "embedded":
         path, sha, _ = _embedded_weights(name, progress=progress)
-        arch, pretrained = EMBEDDED_CLIPS[name], str(path)
-    elif checkpoint is not None:
-        if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"checkpoint file {checkpoint!r} does not exist")
-        if name not in open_clip.list_models():
-            raise UnknownNameError("open_clip architecture", name, open_clip.list_models())
-        arch, pretrained, sha = name, checkpoint, cache.file_sha256(checkpoint)
-    elif "/" in name:
-        arch, tag = name.split("/", 1)
-        pretrained = _real_weights(arch, tag)
+        model_name, pretrained = EMBEDDED_CLIPS[name], str(path)
+    elif kind == "file":
+        if not os.path.isfile(pretrained):
+            raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist")
         sha = cache.file_sha256(pretrained)
     else:
-        raise UnknownNameError("backbone", name, list(EMBEDDED_CLIPS) + ["<arch>/<tag>, e.g. ViT-B-32/openai"])
+        online = _network_reachable()
+        with hub_offline(not online):
+            sha = cache.file_sha256(_real_clip_file(kind, model_name, pretrained, online))
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
-                                                                     device=dev)
+        with hub_offline(not online):
+            # a tag's QuickGELU is only warned about by open_clip (its issue #771): pass the tag's setting
+            quick = kind == "tag" and bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu"))
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=dev,
+                                                                         force_quick_gelu=quick)
+            tokenizer = open_clip.get_tokenizer(model_name)
     except RuntimeError as e:
         if "state_dict" in str(e) or "size mismatch" in str(e):
-            raise CorruptFileError(f"{pretrained} does not hold weights for {arch}: {e}") from e
+            raise CorruptFileError(f"{pretrained} does not hold weights for {model_name}: {e}") from e
         raise
     model.eval()
-    return CLIPBackbone(name if checkpoint is None else f"{name}:{Path(checkpoint).name}", model,
-                        open_clip.get_tokenizer(arch), preprocess, sha, dev)
+    shown = name if kind != "file" else f"{model_name}:{Path(pretrained).name}"
+    return CLIPBackbone(shown, model, tokenizer, preprocess, sha, dev)
 
 
 # ----------------------------------------------------------------------------- self-supervised encoders
@@ -234,28 +290,42 @@ class SSLBackbone:
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
 
-def _timm_offline(name: str, checkpoint: str | None):
+def _timm_real(name: str, checkpoint: str | None):
+    """A timm encoder with its pretrained weights and the hash of the weights file.  Without a tag (``arch`` only)
+    and with a local ``checkpoint``, the architecture's DINO tag gives the settings (mean, std, size), if it has
+    one: the default tag of e.g. ``vit_small_patch16_224`` is an ImageNet-21k one with mean 0.5."""
     import timm
-    arch = name.split(".")[0]
+    arch, _, tag = name.partition(".")
     if arch not in timm.list_models():
-        raise UnknownNameError("timm architecture", name, ["tiny-dino", "micro-dino"] +
-                               timm.list_pretrained("*dino*"))
+        raise UnknownNameError("timm architecture", name, list(_ssl_recipes()) + timm.list_pretrained("*dino*"))
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint file {checkpoint!r} does not exist")
+        if not tag:
+            name = (timm.list_pretrained(f"{arch}.*dino*") or [name])[0]
         return timm.create_model(name, pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay={"file": checkpoint}), cache.file_sha256(checkpoint)
-    if not _network_reachable():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        model = timm.create_model(name, pretrained=True, num_classes=0)
-    except Exception as e:  # huggingface_hub raises many types for "not here"
-        raise OfflineModelError(
-            f"weights of {name} are not in the local Hugging Face cache and could not be downloaded "
-            f"({type(e).__name__}). On a machine with network run once:  python -c \"import timm; "
-            f"timm.create_model('{name}', pretrained=True)\"  or pass a local file: "
-            f"load_ssl('{arch}', checkpoint='model.safetensors').") from e
-    return model, str(model.pretrained_cfg.get("hf_hub_id") or name)
+    online = _network_reachable()
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    fetch = f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+    with hub_offline(not online):
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as e:  # huggingface_hub raises many types for "not here"
+            if isinstance(e, (ImportError, MemoryError)):
+                raise
+            raise _not_found(f"weights of {name}", online, e, fetch, f"load_ssl('{name}', checkpoint='model.safetensors')") from e
+    from huggingface_hub import try_to_load_from_cache
+    files = [try_to_load_from_cache(repo, f, cache_dir=_hub_cache()) for f in ("model.safetensors", "pytorch_model.bin")] \
+        if repo else []
+    path = next((f for f in files if isinstance(f, str) and os.path.isfile(f)), None)
+    return model, cache.file_sha256(path) if path else hashlib.sha256(name.encode()).hexdigest()
+
+
+def _ssl_recipes():
+    from .pretrain import dino
+    return dino.RECIPES
 
 
 def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | None = None,
@@ -276,46 +346,94 @@ def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | No
         return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, dino.RECIPES[name].res, sha, dev,
                            info=entry)
     import timm
-    model, sha = _timm_offline(name, checkpoint)
+    model, sha = _timm_real(name, checkpoint)
     cfg = timm.data.resolve_data_config({}, model=model)
     return SSLBackbone(name, model.eval().to(dev), tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1],
-                       hashlib.sha256(str(sha).encode()).hexdigest(), dev,
-                       timm.data.create_transform(**cfg))
+                       sha, dev, timm.data.create_transform(**cfg))
 
 
 # ----------------------------------------------------------------------------- generators
 
 class _DiffusersPipeline:
-    """A real diffusers text-to-image pipeline behind the embedded pipeline's call shape (uint8 arrays)."""
+    """A real diffusers text-to-image pipeline behind the embedded pipeline's call shape (uint8 arrays).
 
-    def __init__(self, pipe, name):
-        self.pipe, self.name, self._i2i = pipe, name, None
+    Every call is split into calls of the diffusers pipeline of at most ``max_batch`` images (a 512-px Stable
+    Diffusion batch holds its latents, attention maps and decoded images at once: memory grows with the batch), and
+    images are made at the generator's own resolution; Real Guidance's inputs are resized to it first."""
+
+    def __init__(self, pipe, name, max_batch: int = 8):
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a whole number of images per pipeline call, at least 1; got {max_batch!r}")
+        self.pipe, self.name, self.max_batch, self._i2i = pipe, name, max_batch, None
+
+    @property
+    def resolution(self) -> int:
+        """Side of the images in pixels: the UNet's latent size times the VAE's downsampling factor."""
+        return int(self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
+
+    def chunks(self, n_prompts: int, per_prompt: int) -> list[tuple[int, int, int]]:
+        """``(first prompt, end, images per prompt)`` of each diffusers call, in output order (prompt-major), so that
+        no call makes more than ``max_batch`` images."""
+        if per_prompt <= self.max_batch:
+            step = self.max_batch // per_prompt
+            return [(i, min(i + step, n_prompts), per_prompt) for i in range(0, n_prompts, step)]
+        return [(i, i + 1, min(self.max_batch, per_prompt - j)) for i in range(n_prompts)
+                for j in range(0, per_prompt, self.max_batch)]
 
     @staticmethod
     def _np(out):
         return np.stack([np.asarray(im.convert("RGB")) for im in out.images])
 
-    def __call__(self, prompt, num_images_per_prompt=1, guidance_scale=4.0, num_inference_steps=25,
-                 generator=None, **kw):
-        return type("ImageOutput", (), {"images": self._np(self.pipe(
-            prompt, num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps, generator=generator, **kw))})
+    def _settings(self, guidance_scale, num_inference_steps):
+        from .synthetic import generator_settings
+        s = generator_settings(self.name)
+        return (s["guidance_scale"] if guidance_scale is None else guidance_scale,
+                s["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
 
-    def img2img(self, prompt, image, strength=0.5, num_images_per_prompt=1, guidance_scale=4.0,
-                num_inference_steps=25, generator=None):
+    def __call__(self, prompt, num_images_per_prompt=1, guidance_scale=None, num_inference_steps=None,
+                 generator=None, **kw):
+        """``guidance_scale`` / ``num_inference_steps`` None: this model's settings (``synthetic.GENERATOR_SETTINGS``)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        guidance_scale, num_inference_steps = self._settings(guidance_scale, num_inference_steps)
+        r = self.resolution
+        return type("ImageOutput", (), {"images": np.concatenate([self._np(self.pipe(
+            prompts[a:b], num_images_per_prompt=n, guidance_scale=guidance_scale, height=r, width=r,
+            num_inference_steps=num_inference_steps, generator=generator, **kw))
+            for a, b, n in self.chunks(len(prompts), num_images_per_prompt)])})
+
+    def img2img(self, prompt, image, strength=0.5, num_images_per_prompt=1, guidance_scale=None,
+                num_inference_steps=None, generator=None):
+        """Real Guidance: each image (uint8 array or PIL) resized to :attr:`resolution`, noised to ``strength`` and
+        denoised with its prompt.  The schedule gets at least ``ceil(1 / strength)`` steps, so that
+        ``int(steps * strength)``, the steps diffusers runs, is at least one."""
+        import math
+
         from diffusers import AutoPipelineForImage2Image
         from PIL import Image
         if self._i2i is None:
             self._i2i = AutoPipelineForImage2Image.from_pipe(self.pipe)
-        return type("ImageOutput", (), {"images": self._np(self._i2i(
-            prompt, image=[Image.fromarray(im) for im in np.asarray(image)], strength=strength,
-            num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps, generator=generator))})
+            self._i2i.set_progress_bar_config(disable=True)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        guidance_scale, num_inference_steps = self._settings(guidance_scale, num_inference_steps)
+        if strength > 0:
+            num_inference_steps = max(num_inference_steps, math.ceil(1 / strength - 1e-9))
+        r = self.resolution
+        ims = [(im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im))).convert("RGB")
+               .resize((r, r), Image.BICUBIC) for im in (image if isinstance(image, list) else list(np.asarray(image)))]
+        return type("ImageOutput", (), {"images": np.concatenate([self._np(self._i2i(
+            prompts[a:b], image=ims[a:b], strength=strength, num_images_per_prompt=n, guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps, generator=generator))
+            for a, b, n in self.chunks(len(prompts), num_images_per_prompt)])})
 
 
-def load_generator(name: str = "tiny", device: str = "auto", progress: bool = True):
+def load_generator(name: str = "tiny", device: str = "auto", progress: bool = True, max_batch: int = 8):
     """A text-to-image pipeline: ``"tiny"`` (shipped, conditioned on the tiny CLIP's text tower),
-    ``"micro"`` (tests), or a diffusers model id / local folder such as ``"stabilityai/sd-turbo"``."""
+    ``"micro"`` (tests), or a diffusers model id / local folder such as ``"stabilityai/sd-turbo"``.
+
+    A diffusers pipeline is read from the local Hugging Face cache (``$HF_HUB_CACHE``) without any network request
+    when the network is unreachable or ``HF_HUB_OFFLINE=1``; it makes at most ``max_batch`` images per call of the
+    underlying pipeline.  Failures say their cause: transformers missing (``pip install transformers``), a local
+    folder missing or not a pipeline, a model not in the cache while offline."""
     from .pretrain import diffusion
 
     dev = pick_device(device)
@@ -333,16 +451,54 @@ def load_generator(name: str = "tiny", device: str = "auto", progress: bool = Tr
     if "/" not in name and not os.path.isdir(name):
         raise UnknownNameError("generator", name, list(diffusion.RECIPES) +
                                ["<diffusers model id>, e.g. stabilityai/sd-turbo", "<local folder>"])
+    import importlib.util
+    if importlib.util.find_spec("transformers") is None:
+        raise ImportError(f"diffusers pipeline {name!r} needs the transformers package (its CLIP text encoder and "
+                          "tokenizer): pip install transformers", name="transformers")
+    source, local_only, weights_id, cache_dir = _diffusers_source(name)
     from diffusers import AutoPipelineForText2Image
-    local = os.path.isdir(name) or not _network_reachable()
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(
-            name, torch_dtype=torch.float16 if dev.type == "cuda" else torch.float32, local_files_only=local)
-    except Exception as e:  # huggingface_hub raises many types for "not here"
-        raise OfflineModelError(
-            f"diffusers pipeline {name!r} is not in the local Hugging Face cache and the network is off "
-            f"({type(e).__name__}). On a machine with network run once:  python -c \"from diffusers import "
-            f"AutoPipelineForText2Image as P; P.from_pretrained('{name}')\"  or pass a local folder.") from e
-    out = _DiffusersPipeline(pipe.to(dev), name)
-    out.id, out.info = name, {"model": name}
+            source, torch_dtype=torch.float16 if dev.type == "cuda" else torch.float32, local_files_only=local_only,
+            cache_dir=cache_dir)
+    except ImportError as e:
+        raise ImportError(f"diffusers pipeline {name!r} needs a package that is not installed: "
+                          f"pip install {e.name or 'transformers'}  ({e})", name=e.name) from e
+    pipe.set_progress_bar_config(disable=True)
+    out = _DiffusersPipeline(pipe.to(dev), name, max_batch)
+    out.id, out.info = weights_id, {"model": name, "source": str(source), "resolution": out.resolution}
     return out
+
+
+def _diffusers_source(name: str) -> tuple[str, bool, str, str]:
+    """Where a diffusers pipeline is read from: ``(name or folder, local_files_only, weights id, hub cache dir)``.
+
+    The weights id (what generated images are cached under) is the snapshot revision for a cached hub model, a
+    digest of the files' names, sizes and times for another local folder.  Raises at once, before diffusers
+    looks anywhere, for a missing folder and for a hub model that is not cached while offline."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    path = Path(name).expanduser()
+    if path.is_dir() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise FileNotFoundError(f"generator folder {str(path)!r} does not exist (a local diffusers pipeline "
+                                    "folder, as written by save_pretrained, or a hub id such as stabilityai/sd-turbo)")
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"generator folder {str(path)!r} holds no model_index.json: not a diffusers "
+                                    "pipeline folder (write one with pipe.save_pretrained(folder))")
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        digest = hashlib.sha256(json.dumps([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                                            for p in files]).encode()).hexdigest()
+        return str(path), True, f"{path.resolve()}@{digest[:16]}", cache_dir
+    cached = try_to_load_from_cache(name, "model_index.json", cache_dir=cache_dir)
+    online = _network_reachable()
+    if not isinstance(cached, str):
+        if not online:
+            raise OfflineModelError(
+                f"diffusers pipeline {name!r} is not in the local Hugging Face cache ({cache_dir}) and the network is "
+                f"off. On a machine with network run once:  python -c \"from diffusers import "
+                f"AutoPipelineForText2Image as P; P.from_pretrained('{name}')\"  (or set HF_HUB_CACHE to a cache that "
+                "holds it, or pass the path of a local pipeline folder; no folder of that name exists here).")
+        return name, False, name, cache_dir  # downloaded now; the revision is known next time
+    return name, not online, f"{name}@{Path(cached).parent.name[:16]}", cache_dir

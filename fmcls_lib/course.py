@@ -138,9 +138,14 @@ def _model(kind: str, module: str, real: str, is_real):
     return check
 
 
-def _real_clip(v: str) -> bool:
-    arch, _, tag = v.partition("/")
-    return bool(arch and tag)
+def _backbone(v, p):
+    """An embedded CLIP, ``<arch>/<tag>``, ``hf-hub:<org>/<repo>`` or ``<arch>@<local checkpoint file>``."""
+    from . import backbones
+    if not isinstance(v, str) or not v:
+        return "the name of a backbone"
+    kind, _, path = backbones.parse_clip_name(v)  # unknown names: UnknownNameError listing the accepted ones
+    if kind == "file" and not os.path.isfile(path):
+        return f"'<arch>@<file>' with an existing checkpoint file ({path!r} does not exist)"
 
 
 def _real_generator(v: str) -> bool:
@@ -174,7 +179,7 @@ VALIDATORS = {
     "task": _task(),
     "second_task": _task(),
     "prefix_task": _task(),
-    "backbone": _model("backbone", "clip", "<arch>/<tag>, e.g. ViT-B-32/openai", _real_clip),
+    "backbone": _backbone,
     "generator": _model("generator", "diffusion", "<diffusers model id>, e.g. stabilityai/sd-turbo, or a local "
                            "folder", _real_generator),
     "ssl": _model("ssl encoder", "dino", "<timm model>, e.g. vit_small_patch16_224.dino", _real_ssl),
