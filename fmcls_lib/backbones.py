@@ -420,10 +420,14 @@ class _DiffusersPipeline:
         r = self.resolution
         ims = [(im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im))).convert("RGB")
                .resize((r, r), Image.BICUBIC) for im in (image if isinstance(image, list) else list(np.asarray(image)))]
+        # one (prompt, image) pair per output: diffusers repeats a batch of images image-by-image but the prompts
+        # prompt-by-prompt, which pairs an image with another's prompt when num_images_per_prompt > 1
+        k = num_images_per_prompt
+        prompts, ims = [p for p in prompts for _ in range(k)], [im for im in ims for _ in range(k)]
         return type("ImageOutput", (), {"images": np.concatenate([self._np(self._i2i(
-            prompts[a:b], image=ims[a:b], strength=strength, num_images_per_prompt=n, guidance_scale=guidance_scale,
+            prompts[a:b], image=ims[a:b], strength=strength, num_images_per_prompt=1, guidance_scale=guidance_scale,
             num_inference_steps=num_inference_steps, generator=generator))
-            for a, b, n in self.chunks(len(prompts), num_images_per_prompt)])})
+            for a, b, _ in self.chunks(len(prompts), 1)])})
 
 
 def load_generator(name: str = "tiny", device: str = "auto", progress: bool = True, max_batch: int = 8):

@@ -68,7 +68,40 @@ GEN_BATCH = 64  # images per pipeline call (on 2 CPU cores 64 at once cost ~15 %
 
 
 def _batch_size(pipe, batch_size: int | None) -> int:
-    return batch_size or GEN_BATCH
+    """Images per pipeline call: ``batch_size``, else the pipeline's memory bound (``max_batch`` of a diffusers
+    pipeline from :func:`fmcls_lib.backbones.load_generator`), else :data:`GEN_BATCH`."""
+    return batch_size or getattr(pipe, "max_batch", None) or GEN_BATCH
+
+
+# How each generator is meant to be sampled: classifier-free guidance scale, text-to-image steps and the Real Guidance
+# (img2img) schedule.  The lessons' defaults are the "tiny" row; :func:`sampling_settings` swaps in another
+# generator's row for every parameter left at them.
+GENERATOR_SETTINGS = {
+    "tiny": {"guidance_scale": 4.0, "num_inference_steps": SAMPLING_STEPS, "rg_steps": RG_STEPS},  # embedded (and micro)
+    # sd-turbo / sdxl-turbo: adversarially distilled for 1-4 steps without guidance (their model cards: guidance 0,
+    # 1 step); RG on 8 steps runs int(8 * strength) = 1-4 of them for the paper's strengths 0.15-0.5
+    "turbo": {"guidance_scale": 0.0, "num_inference_steps": 1, "rg_steps": 8},
+    # Stable Diffusion 1.x / 2.x (and any other diffusers pipeline): guidance 7.5, 25 steps of its scheduler
+    "stable-diffusion": {"guidance_scale": 7.5, "num_inference_steps": 25, "rg_steps": 25},
+}
+
+
+def generator_settings(name: str) -> dict:
+    """The :data:`GENERATOR_SETTINGS` row of generator ``name`` (an embedded name, a diffusers model id or folder),
+    with its key under ``"settings"``."""
+    from .pretrain import diffusion
+    row = "tiny" if name in diffusion.RECIPES else "turbo" if "turbo" in str(name).lower() else "stable-diffusion"
+    return {**GENERATOR_SETTINGS[row], "settings": row}
+
+
+def sampling_settings(generator: str, guidance_scale: float = GENERATOR_SETTINGS["tiny"]["guidance_scale"],
+                      num_inference_steps: int = SAMPLING_STEPS, rg_steps: int = RG_STEPS) -> dict:
+    """A lesson's sampling parameters for ``generator``: each one left at the lessons' default (the tiny
+    generator's row of :data:`GENERATOR_SETTINGS`) becomes that generator's own setting; a value set on purpose is
+    kept.  Returns ``{"guidance_scale", "num_inference_steps", "rg_steps", "settings": the row used}``."""
+    own, tiny = generator_settings(generator), GENERATOR_SETTINGS["tiny"]
+    given = {"guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps, "rg_steps": rg_steps}
+    return {**{k: own[k] if v == tiny[k] else v for k, v in given.items()}, "settings": own["settings"]}
 
 
 def generate_key(pipe, prompts, per_prompt, guidance_scale, num_inference_steps, seed, batch_size=None) -> dict:
@@ -107,6 +140,7 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
     The noise level is ``t* = round(num_inference_steps * strength)`` steps of the DDIM schedule: too coarse a
     schedule rounds a small strength to (nearly) no noise, hence :data:`RG_STEPS`."""
     bs = max(1, _batch_size(pipe, batch_size) // per_image)  # shots per call
+    images = as_uint8(images, getattr(pipe, "resolution", None))
     prompts = [f"a photo of {world.article(classnames[y])} {classnames[y]}." for y in labels]
     key = {"generator": getattr(pipe, "id", None), "shots": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
            "labels": np.asarray(labels).tolist(), "per_image": per_image, "strength": strength,
@@ -120,6 +154,16 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
             for i in tqdm(range(0, len(prompts), bs), disable=not progress, desc="real guidance")]))
 
     return _cached(pipe, key, run), np.repeat(np.asarray(labels), per_image)
+
+
+def as_uint8(images, size: int | None = None) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` from such an array (returned as it is) or a list of PIL images (a real dataset's),
+    resized bicubically to ``size`` x ``size`` (default: the first image's size)."""
+    if not isinstance(images, (list, tuple)):
+        return np.asarray(images)
+    from PIL import Image
+    size = size or images[0].size[0]
+    return np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images])
 
 
 CF_MIN_PER_CLASS = 4  # the lessons' CF: per-class top-k fallback so no class is left (nearly) empty
@@ -267,8 +311,10 @@ def label_agreement(clip, task: str, sets: dict, cf_min_per_class: int = CF_MIN_
 
 def vocabulary_prompts(task: str, vocabulary: str) -> list[str]:
     """One prompt per class: ``"class_names"`` ("a photo of a hexagon.") or ``"caption_vocabulary"`` (the word the
-    generator saw in its captions: a synonym such as "six-sided shape" for the never-named classes)."""
-    classes = world.TASKS[task].classnames
+    generator saw in its captions: a synonym such as "six-sided shape" for the world's never-named classes; a real
+    dataset's class names are their own caption vocabulary)."""
+    from . import data
+    classes = data.load(task).classnames
     if vocabulary == "class_names":
         return [f"a photo of {world.article(c)} {c}." for c in classes]
     if vocabulary == "caption_vocabulary":
@@ -281,9 +327,9 @@ def recognition(pipe, clip, task: str, vocabulary: str, per_class: int = 16, gui
     """Per generated image (``per_class`` per class from :func:`vocabulary_prompts`): is it recognised as its
     prompt's class by :func:`real_photo_probe` (``"probe"``) and by the zero-shot head (``"zero_shot"``)?
     Bool arrays ``[C * per_class]`` plus the labels ``"y"``."""
-    from . import heads, prompts as P
+    from . import data, heads, prompts as P
 
-    classes = world.TASKS[task].classnames
+    classes = data.load(task).classnames
     imgs, y = generate(pipe, vocabulary_prompts(task, vocabulary), np.arange(len(classes)), per_class,
                        guidance_scale, num_inference_steps, seed, progress=False)
     f = clip.encode_images(imgs)
@@ -298,8 +344,9 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     """How often a generated image is recognised as its prompt's class: by a linear probe trained on real
     photo features (C on validation) and by the zero-shot head, per class, for class-name prompts
     ("a photo of a hexagon.") and for prompts in the generator's caption vocabulary (its synonyms for
-    the never-named classes), plus the zero-shot rate per domain word of the prompt.  Images come from
-    :func:`generate` (cached on disk for a generator with a weights id).
+    the never-named classes), plus, on a world task, the zero-shot rate per domain word of the prompt (the world's
+    rendering domains; ``{}`` elsewhere).  Images come from :func:`generate` (cached on disk for a generator with a
+    weights id).
 
     ``recorded=True`` returns the report this function wrote into the manifest when the shipped generator was
     built (``fmcls build``: same weights, the same settings, the tiny CLIP judging, full evaluation splits) instead
@@ -313,7 +360,7 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
     if (recorded and head and {k: head.get(k) for k in settings} == settings and seed == 0
             and clip.id == getattr(getattr(pipe, "clip", None), "id", None) and data.split_sizes() == "full"):
         return {**head, "recorded_at_build": True}
-    classes = world.TASKS[task].classnames
+    classes = data.load(task).classnames
     W = heads.zero_shot_head(clip, classes, P.PHOTO)
     scale = heads.logit_scale(clip)
     out = dict(settings)
@@ -324,7 +371,7 @@ def recognition_report(pipe, clip=None, task: str = "world/shapes", per_class: i
                      "probe_per_class": {c: float(r["probe"][y == i].mean()) for i, c in enumerate(classes)},
                      "zero_shot_per_class": {c: float(r["zero_shot"][y == i].mean()) for i, c in enumerate(classes)}}
     out["zero_shot_by_domain_word"] = {}
-    for d, (word, _) in world.DOMAIN_WORDS.items():
+    for d, (word, _) in (world.DOMAIN_WORDS.items() if task in world.TASKS else ()):
         ps = [f"{world.article(word)} {word} of {world.article(n)} {n}." for n in
               (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]
         imgs, yy = generate(pipe, ps, np.arange(len(classes)), max(1, per_class // 4), guidance_scale,
@@ -498,7 +545,7 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
             runs["rf"].setdefault(k, []).append(correct_by_domain(head, S, domains))
             if pipe is not None:
                 per = max(1, rg_per_class // k)
-                imgs, ys = real_guidance(pipe, images_train[idx.numpy()], y_tr[idx].numpy(), classnames, per,
+                imgs, ys = real_guidance(pipe, _take(images_train, idx.numpy()), y_tr[idx].numpy(), classnames, per,
                                          RG_STRENGTH.get(k, 0.15), guidance_scale, rg_steps, seed,
                                          progress=False)
                 f = features.image_features(clip, data.from_arrays(imgs, ys, classnames), progress=False)
@@ -510,6 +557,15 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
     acc = {m: {k: accuracy_of(c) for k, c in by_k.items()} for m, by_k in correct.items()}
     acc["rf_kept"] = float(np.mean(kept))
     return acc, correct
+
+
+def _take(images, idx):
+    """The images at ``idx`` of uint8 ``[N, H, W, 3]`` arrays, a list of PIL images or a dataset (read: only those)."""
+    if hasattr(images, "subset"):
+        return images.subset(idx).images
+    if isinstance(images, (list, tuple)):
+        return [images[i] for i in idx]
+    return images[idx]
 
 
 def finetune_images(clip, task: str, domains, shifted_per_class: int | None = None) -> dict:
