@@ -190,7 +190,8 @@ def accuracy_of(model: CaFo, feats: list, y) -> float:
 @dataclass
 class Bank:
     """Everything CaFo's experiments index: per encoder, photo validation and every domain's test features, and
-    augmented views of the full real train split and of the generated images (``k_prime_max`` per class)."""
+    augmented views of the real train images (all of them, or those at ``rows``) and of the generated images
+    (``k_prime_max`` per class)."""
     S: dict  # encoder -> {(split, domain): (f, y)}
     views: dict  # encoder -> [E, N_train, D]
     gen_views: dict  # encoder -> [E, C * k_prime_max, D]
@@ -198,15 +199,39 @@ class Bank:
     gen_labels: np.ndarray
     y_train: torch.Tensor
     k_prime_max: int
+    rows: np.ndarray | None = None  # train positions of the views' rows (None: every train image, in order)
+
+    def train_views(self, enc: str, idx) -> torch.Tensor:
+        """``[E, len(idx), D]`` augmented views of encoder ``enc`` of the train images at positions ``idx``."""
+        idx = np.asarray(idx)
+        if self.rows is None:
+            return self.views[enc][:, torch.as_tensor(idx)]
+        pos = np.minimum(np.searchsorted(self.rows, idx), len(self.rows) - 1)
+        if not np.array_equal(self.rows[pos], idx):
+            raise ValueError("the bank holds augmented views of the few-shot images of its `shots` and `seeds` only; "
+                             f"train images {idx[self.rows[pos] != idx][:5].tolist()} are not among them: build the "
+                             "bank with every shot count and seed the experiments draw")
+        return self.views[enc][:, torch.as_tensor(pos)]
 
 
 def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, augment_epochs: int = 10,
-         guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress: bool = True) -> Bank:
+         guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, progress: bool = True,
+         shots=None, seeds: int = 1) -> Bank:
     """Features for every experiment, cached on disk: ``encoders`` maps ``"clip"`` / ``"dino"`` to backbones.
-    Selection only ever reads photo validation, so that is the one validation split encoded."""
+    Selection only ever reads photo validation, so that is the one validation split encoded.
+
+    Augmented views (``augment_epochs`` passes) are what the caches are built from.  With ``shots`` (the shot counts
+    the experiments use) a real dataset's train split, decoded from its files, gets them for the images that
+    ``data.few_shot(labels, k, seed)`` draws for ``k`` in ``shots`` and ``seed < seeds`` only (at most
+    ``max(shots) * seeds`` per class instead of the whole split: CIFAR-10's 45 000 x 10 passes); a world task's
+    train split is small and in memory, and its views are computed for all of it, as its records were made."""
     from . import data, features, synthetic
     train = data.load(task, "train", "photo")
     classnames = train.classnames
+    rows, encoded = None, train
+    if shots is not None and train.streamed:
+        rows = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in shots for s in range(seeds)]))
+        encoded = train.subset(rows)
     S, views, gviews = {}, {}, {}
     if k_prime_max:
         p, y = synthetic.basic_prompts(classnames)
@@ -216,16 +241,16 @@ def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, au
     for name, bb in encoders.items():
         S[name] = {**features.load_splits(bb, task, ["photo"], splits=("val",), progress=progress),
                    **features.load_splits(bb, task, domains, splits=("test",), progress=progress)}
-        views[name] = features.augmented_features(bb, train, augment_epochs, seed, progress=progress)
+        views[name] = features.augmented_features(bb, encoded, augment_epochs, seed, progress=progress)
         gviews[name] = (features.augmented_features(bb, data.from_arrays(gimg, gy, classnames), augment_epochs,
                                                     seed, progress=progress) if len(gy) else None)
-    return Bank(S, views, gviews, gimg, gy, torch.as_tensor(train.labels), k_prime_max)
+    return Bank(S, views, gviews, gimg, gy, torch.as_tensor(train.labels), k_prime_max, rows)
 
 
 def _expanded_views(b: Bank, enc: str, shots: int, k_prime: int, seed: int):
     from .data import few_shot
     idx = torch.as_tensor(few_shot(b.y_train.numpy(), shots, seed))
-    v, y = b.views[enc][:, idx], b.y_train[idx]
+    v, y = b.train_views(enc, idx.numpy()), b.y_train[idx]
     if k_prime:
         if k_prime > b.k_prime_max:
             raise ValueError(f"k_prime={k_prime} but the bank holds {b.k_prime_max} generated images per class")
@@ -325,7 +350,7 @@ def against_tip_adapter(b: Bank, W_plain, W_desc, shots, k_prime: int, grid=None
             right["zero_shot"][k].append(zs)
             for m, ft in (("tip_adapter", False), ("tip_adapter_f", True)):
                 t0 = time.perf_counter()
-                tip = tip_adapter.fit(b.views["clip"][:, idx], b.y_train[idx], W_plain, fv, yv, finetune=ft,
+                tip = tip_adapter.fit(b.train_views("clip", idx.numpy()), b.y_train[idx], W_plain, fv, yv, finetune=ft,
                                       epochs=epochs, grid=grid, scale=scale, seed=seed)
                 if k == K:
                     seconds[m].append(time.perf_counter() - t0)
