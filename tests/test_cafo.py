@@ -222,3 +222,37 @@ def test_batched_search_equals_one_beta_at_a_time(fusion):
             if acc > best[0]:
                 best = (acc, alpha, beta)
     assert (model.val_accuracy, model.alpha, model.beta) == pytest.approx(best)
+
+
+def test_bank_views_map_train_positions_and_refuse_an_image_not_encoded():
+    views = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
+    b = cafo.Bank({}, {"clip": views}, {}, np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0), torch.zeros(9).long(), 0,
+                  rows=np.array([2, 5, 7]))
+    assert torch.equal(b.train_views("clip", [5, 7]), views[:, [1, 2]])
+    with pytest.raises(ValueError, match="not among them"):
+        b.train_views("clip", [5, 6])
+    full = cafo.Bank({}, {"clip": views}, {}, b.gen_images, b.gen_labels, torch.zeros(3).long(), 0)
+    assert torch.equal(full.train_views("clip", [0, 2]), views[:, [0, 2]])
+
+
+def test_a_real_train_split_gets_views_of_the_drawn_shots_only(micro, tmp_path, monkeypatch):
+    """A streamed (real) train split: views for the union of the few-shot draws, and the same views a run would get
+    from encoding those images on their own."""
+    from fmcls_lib import data
+    from fmcls_lib.standins import datasets as standin_data
+    standin_data.write_cifar10(tmp_path, train_per_class=12, test_per_class=4)
+    monkeypatch.setenv("FMCLS_DATA", str(tmp_path))
+    monkeypatch.setenv("FMCLS_DATASET_CHECKSUMS", "off")
+    b = cafo.bank({"clip": micro, "dino": micro}, "cifar10", ("photo",), augment_epochs=2, shots=[1, 2], seeds=2,
+                  progress=False)
+    train = data.load("cifar10", "train", "photo")
+    drawn = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in (1, 2) for s in range(2)]))
+    assert np.array_equal(b.rows, drawn) and b.views["clip"].shape[:2] == (2, len(drawn)) < (2, len(train))
+    torch.testing.assert_close(b.views["clip"], features.augmented_features(micro, train.subset(drawn), 2, 0,
+                                                                            progress=False))
+    W = heads.zero_shot_head(micro, train.classnames, prompts.PHOTO)
+    grid = (torch.tensor([1.0]), torch.tensor([0.0, 1.0]))
+    acc, *_ = cafo.run(b, W, 2, seed=1, finetune=False, grid=grid, scale=heads.logit_scale(micro))
+    assert 0.0 <= acc["photo"] <= 1.0
+    with pytest.raises(ValueError, match="not among them"):
+        cafo.run(b, W, 4, seed=0, finetune=False, grid=grid)
