@@ -5,6 +5,9 @@ different model, world version or preprocessing can never be served stale featur
 """
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -16,16 +19,60 @@ def feature_key(backbone, dataset) -> dict:
 
 
 def image_features(backbone, dataset, batch_size: int = 512, progress: bool = True) -> torch.Tensor:
-    """``[N, D]`` float32 L2-normalised image features of ``dataset`` (cached)."""
+    """``[N, D]`` float32 L2-normalised image features of ``dataset`` (cached).  Real datasets stream through a
+    ``DataLoader`` (one decoded image at a time, ``backbone.preprocess``); the world's arrays go in batches."""
 
     def compute():
+        desc = f"features {dataset.name}/{dataset.split}/{dataset.domain}"
+        if dataset.streamed:
+            return _encode_stream(backbone, Preprocessed(dataset.images, backbone.preprocess), batch_size,
+                                  progress, desc)
         imgs = dataset.images
         out = [backbone.encode_images(imgs[i:i + batch_size])
-               for i in tqdm(range(0, len(dataset), batch_size), disable=not progress,
-                             desc=f"features {dataset.name}/{dataset.split}/{dataset.domain}")]
+               for i in tqdm(range(0, len(dataset), batch_size), disable=not progress, desc=desc)]
         return torch.cat(out)
 
     return cache.get_or_compute("features", feature_key(backbone, dataset), compute)
+
+
+class Preprocessed(torch.utils.data.Dataset):
+    """Map-style dataset over ``images`` (a :class:`fmcls_lib.data.RealImages`): image ``i`` decoded and
+    transformed on access.  ``augment``: ``(transform, seeds)`` applied first, its draw seeded by (seeds, i) so
+    that the views do not depend on the number of loader workers."""
+
+    def __init__(self, images, transform, augment=None):
+        self.images, self.transform, self.augment = images, transform, augment
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        im = self.images[i]
+        if self.augment is not None:
+            t, seeds = self.augment
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(np.random.SeedSequence([*seeds, i]).generate_state(1)[0]))
+                im = t(im)
+        return self.transform(im)
+
+
+LOADER_WORKERS_FROM = 2048  # images; smaller sets decode in the main process (starting workers costs more)
+
+
+def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
+    """Features of a :class:`Preprocessed` dataset, batch by batch: memory is one batch, not the split."""
+    workers = min(4, os.cpu_count() or 1) if len(ds) >= LOADER_WORKERS_FROM else 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                         pin_memory=backbone.device.type == "cuda")
+    return torch.cat([_encode_prepared(backbone, x) for x in tqdm(loader, disable=not progress, desc=desc)])
+
+
+@torch.no_grad()
+def _encode_prepared(backbone, x: torch.Tensor) -> torch.Tensor:
+    """``backbone.encode_images`` for a batch already through ``backbone.preprocess``."""
+    model = getattr(backbone.model, "encode_image", backbone.model)  # CLIP, or an image-only (SSL) encoder
+    f = model(x.to(backbone.device, non_blocking=True))
+    return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
 
 def load_splits(backbone, task: str, domains, splits=("train", "val", "test"), progress=True):
@@ -72,11 +119,18 @@ def augmented_features(backbone, dataset, epochs: int = 10, seed: int = 0, batch
     key = {**feature_key(backbone, dataset), "augment": AUGMENT, "epochs": epochs, "seed": seed}
 
     def compute():
+        if dataset.streamed:  # real datasets: one augmented view per image and pass, streamed
+            from torchvision.transforms import v2
+            t = v2.Compose([v2.RandomResizedCrop(backbone.image_size, scale=(0.5, 1.0), antialias=True),
+                            v2.RandomHorizontalFlip()])
+            return torch.stack([_encode_stream(backbone, Preprocessed(dataset.images, backbone.preprocess,
+                                                                      (t, (seed, e))), batch_size, False, "")
+                                for e in tqdm(range(epochs), disable=not progress,
+                                              desc=f"augmented passes {dataset.name}")])
         g = torch.Generator().manual_seed(seed)
         imgs, out = dataset.images, []
-        size = imgs.shape[1] if not isinstance(imgs, list) else backbone.image_size
         for _ in tqdm(range(epochs), disable=not progress, desc=f"augmented passes {dataset.name}"):
-            out.append(torch.cat([backbone.encode_images(augment(imgs[i:i + batch_size], size, g))
+            out.append(torch.cat([backbone.encode_images(augment(imgs[i:i + batch_size], imgs.shape[1], g))
                                   for i in range(0, len(dataset), batch_size)]))
         return torch.stack(out)
 

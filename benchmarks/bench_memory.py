@@ -1,0 +1,93 @@
+"""Peak RSS of ``features.image_features`` over a 50 000-image CIFAR-format stand-in: an older commit's code vs this
+tree's, each in a fresh process with an empty feature cache (``resource.getrusage`` for the process; with its
+loader workers, their proportional set sizes summed from /proc every 20 ms, so shared pages count once).
+
+    python3 benchmarks/bench_memory.py [--old-rev db4b97f] [--per-class 5000] [--backbone micro]
+
+The training split is 90 % of the stand-in's 50 000 images (10 % is validation), so 45 000 images are encoded.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, os, resource, sys, threading, time
+import torchvision.datasets.cifar as tv_cifar
+tv_cifar.check_integrity = lambda *a, **k: True  # older code has no FMCLS_DATASET_CHECKSUMS switch
+from fmcls_lib import backbones, data, features
+clip = backbones.load_clip(sys.argv[1], progress=False)
+if sys.argv[2] == "build":  # the backbone is built (micro trains) in its own process, not counted
+    sys.exit()
+ds = data.load("cifar10", "train")
+
+
+def pss_mb(pid):  # proportional set size of pid and its descendants (loader workers): shared pages split, from /proc
+    try:
+        kb = int(next(l for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Pss:")).split()[1])
+        kids = [int(c) for t in os.listdir(f"/proc/{pid}/task") for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except (OSError, StopIteration):
+        return 0.0
+    return kb / 1024 + sum(pss_mb(c) for c in kids)
+
+
+peak, done = [0.0], threading.Event()
+def sample():
+    while not done.wait(0.02):
+        peak[0] = max(peak[0], pss_mb(os.getpid()))
+threading.Thread(target=sample, daemon=True).start()
+before = pss_mb(os.getpid())
+t = time.perf_counter()
+f = features.image_features(clip, ds, progress=False)
+seconds = time.perf_counter() - t
+done.set()
+print(json.dumps({"code": features.__file__, "n": len(ds), "seconds": seconds, "pss_before_mb": before,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_with_workers_mb": peak[0]}))
+"""
+
+
+def measure(code_root: Path, data_root: Path, cache_root: Path, backbone: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code_root), "FMCLS_DATA": str(data_root), "FMCLS_CACHE": str(cache_root),
+           "FMCLS_DATASET_CHECKSUMS": "off", "HF_HUB_OFFLINE": "1", "FMCLS_SPLITS": "full"}
+    run = [sys.executable, "-c", CHILD, backbone]
+    subprocess.run(run + ["build"], env=env, cwd=code_root, check=True, capture_output=True)
+    shutil.rmtree(cache_root / "features", ignore_errors=True)  # always compute
+    out = subprocess.run(run + ["measure"], env=env, cwd=code_root, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old-rev", default="db4b97f", help="commit of the code before streaming")
+    ap.add_argument("--per-class", type=int, default=5000)
+    ap.add_argument("--backbone", default="micro")
+    ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "fmcls_bench_memory"))
+    a = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    from fmcls_lib.standins import datasets
+
+    data_root = Path(a.root) / "data"
+    datasets.write_cifar10(data_root, train_per_class=a.per_class, test_per_class=10)
+    old = Path(a.root) / f"code-{a.old_rev}"
+    if not (old / "fmcls_lib").exists():
+        old.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", a.old_rev, "fmcls_lib"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    for label, root, cache_root in ((f"before ({a.old_rev})", old, Path(a.root) / "cache-before"),
+                                    ("after (this tree)", REPO, Path(a.root) / "cache-after")):
+        r = measure(root, data_root, cache_root, a.backbone)
+        print(f"{label}: {r['n']} images, backbone {a.backbone}: peak RSS {r['peak_rss_mb']:.0f} MB in the main "
+              f"process; {r['peak_with_workers_mb']:.0f} MB with its loader workers (sampled sum of PSS; "
+              f"{r['pss_before_mb']:.0f} MB before the call), {r['seconds']:.0f} s  [{r['code']}]")
+
+
+if __name__ == "__main__":
+    main()
