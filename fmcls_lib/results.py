@@ -166,20 +166,21 @@ def over_seeds(values, what: str = "", unit: str = "") -> dict:
                   f"values {np.round(v, 3).tolist()})", ci=ci, seeds=int(v.size))
 
 
-def bootstrap(statistic, arrays, what: str = "", n_resamples: int = 2000, seed: int = 0) -> dict:
-    """"``statistic(*arrays) > 0``" for per-image arrays paired by index: the percentile interval of
-    ``scipy.stats.bootstrap(paired=True)``; significant if the 95 % interval excludes 0.  ``statistic`` must accept
+def bootstrap(statistic, arrays, what: str = "", n_resamples: int = 2000, seed: int = 0, paired: bool = True) -> dict:
+    """"``statistic(*arrays) > 0``" for per-image arrays: the percentile interval of ``scipy.stats.bootstrap``;
+    significant if the 95 % interval excludes 0.  ``paired``: the arrays are indexed by the same images (resampled
+    together); else each is resampled on its own (e.g. test images of different domains).  ``statistic`` must accept
     an ``axis`` keyword (it is called vectorised).  The reported p is the bootstrap's two-sided tail share."""
     from scipy.stats import bootstrap as sp_bootstrap
 
     arrays = [np.asarray(a, dtype=float) for a in arrays]
     value = float(statistic(*arrays, axis=-1))
-    res = sp_bootstrap(arrays, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+    res = sp_bootstrap(arrays, statistic, paired=paired, vectorized=True, n_resamples=n_resamples,
                        confidence_level=1 - LEVEL, method="percentile", rng=np.random.default_rng(seed))
     dist = res.bootstrap_distribution
     p = float(min(1.0, 2 * min((dist <= 0).mean(), (dist >= 0).mean())))
     ci = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-    return _claim(value, p, "paired bootstrap over images",
+    return _claim(value, p, "paired bootstrap over images" if paired else "bootstrap over images, each array on its own",
                   f"{what}{value:+.3f} (95 % interval {ci[0]:+.3f} .. {ci[1]:+.3f}, {n_resamples} resamples)",
                   ci=ci, n=int(arrays[0].shape[-1]))
 
