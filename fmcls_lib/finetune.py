@@ -4,11 +4,19 @@ The classifier is the CLIP image encoder followed by a linear head on *normalise
 from the zero-shot text classifier (``logit_scale * W``).  Two modes: ``"lc"`` trains the head only (the
 encoder, BatchNorm statistics included, stays frozen); ``"e2e"`` trains everything.  Training uses the
 photo train split; the epoch is chosen on photo validation.
+
+Everything runs on the backbone's device (the GPU when there is one), under ``torch.autocast`` (bfloat16) on CUDA
+only, so CPU numbers are plain float32; state dicts are returned and stored on the CPU.  Images: the world's splits
+are small uint8 renders, turned into one model-ready tensor each; a real dataset's split is an :class:`ImageStream`
+that decodes and preprocesses one image at a time as a ``torch.utils.data.DataLoader`` reads it, so no 224-px split
+is ever held in memory.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -39,9 +47,112 @@ class ImageClassifier(torch.nn.Module):
 
 
 def from_zero_shot(backbone, W: torch.Tensor) -> ImageClassifier:
-    """``theta_0``: a copy of the backbone's image encoder + head ``logit_scale * W`` (zero-shot)."""
-    enc = copy.deepcopy(backbone.model.visual).float().cpu()
-    return ImageClassifier(enc, logit_scale(backbone) * W.float())
+    """``theta_0``: a copy of the backbone's image encoder + head ``logit_scale * W`` (zero-shot), in float32 on
+    the backbone's device."""
+    enc = copy.deepcopy(backbone.model.visual).float()
+    return ImageClassifier(enc, logit_scale(backbone) * W.float().cpu()).to(backbone.device)
+
+
+def state_dict(model: torch.nn.Module) -> dict:
+    """A CPU copy of ``model``'s state dict (what runs return and the cache stores; ``weights.combine`` mixes them)."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(device) -> contextlib.AbstractContextManager:
+    """Mixed precision (bfloat16) on CUDA; nothing on the CPU, whose numbers stay float32."""
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------------- streamed images
+
+def loader_workers() -> int:
+    """DataLoader worker processes for decoding: ``$FMCLS_WORKERS``, else all but one core up to 8 (none on a
+    2-core machine, where a worker only competes with the model for the cores)."""
+    if "FMCLS_WORKERS" in os.environ:
+        return int(os.environ["FMCLS_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+STREAM_BATCH = 128  # images per decoded batch: 128 x 224 px float32 is 77 MB, times (2 prefetched x workers)
+WORKERS_FROM = 2048  # images: a smaller stream decodes in the main process (starting workers costs more)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """One model-ready image per item: ``transform(PIL image)`` of the stream's ``i``-th image."""
+
+    def __init__(self, stream: "ImageStream"):
+        self.stream = stream
+
+    def __len__(self):
+        return len(self.stream)
+
+    def __getitem__(self, i):
+        s = self.stream
+        return s.transform(s.image(int(s.indices[i])).convert("RGB"))
+
+
+class ImageStream:
+    """Model-ready images of a real (PIL) dataset, decoded and preprocessed (``transform``: the backbone's
+    ``preprocess``) one at a time as a ``torch.utils.data.DataLoader`` reads them: CIFAR-10's train split as one
+    224-px float tensor would be 27 GB; as a stream it is the dataset's own files plus one batch.
+
+    Used where the world's splits are tensors: ``len(x)``, ``x[idx]`` / ``x[:256]`` (another stream over those
+    images), :meth:`batches`; :meth:`tensor` materialises a small one (a plane's held-out subset).
+    """
+
+    def __init__(self, dataset, transform, indices=None):
+        self.dataset, self.transform = dataset, transform
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    def image(self, j: int):
+        """The dataset's ``j``-th image (PIL), decoded alone (``data.RealImages``)."""
+        return self.dataset.images[j]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        sel = self.indices[idx]
+        if np.ndim(sel) == 0:
+            raise TypeError("index an ImageStream with a slice or an index array (it yields batches, not one image)")
+        return ImageStream(self.dataset, self.transform, sel)
+
+    def loader(self, batch_size: int = STREAM_BATCH, batch_sampler=None) -> torch.utils.data.DataLoader:
+        kw = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+        workers = loader_workers() if len(self) >= WORKERS_FROM else 0
+        return torch.utils.data.DataLoader(_Decoded(self), num_workers=workers, pin_memory=torch.cuda.is_available(),
+                                           persistent_workers=False, **kw)
+
+    def batches(self, batch_size: int = STREAM_BATCH, batch_sampler=None):
+        """Batches of model-ready images ``[b, 3, H, W]``, at most ``STREAM_BATCH`` at a time (in order), or the
+        index lists of ``batch_sampler``."""
+        yield from self.loader(min(batch_size, STREAM_BATCH), batch_sampler)
+
+    def tensor(self) -> torch.Tensor:
+        """All of it as one tensor: for small subsets only (250 images at 224 px: 150 MB)."""
+        return torch.cat(list(self.batches())) if len(self) else torch.zeros(0)
+
+
+def as_tensor(x) -> torch.Tensor:
+    """``x`` itself if it is a tensor, the materialised images of an :class:`ImageStream` otherwise."""
+    return x.tensor() if isinstance(x, ImageStream) else x
+
+
+def batches(x, batch_size: int):
+    """Consecutive batches of a tensor or an :class:`ImageStream` (on the CPU)."""
+    if isinstance(x, ImageStream):
+        yield from x.batches(batch_size)
+    else:
+        for i in range(0, len(x), batch_size):
+            yield x[i:i + batch_size]
 
 
 @dataclass
@@ -122,14 +233,14 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, fea
     computed on the model's device under ``torch.inference_mode`` (through :func:`inference_net` for
     ``FUSE_FROM`` images or more); returned on the CPU."""
     model.eval()
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     part = "encoder" if features else "model"
     net = inference_net(model, part) if len(x) >= FUSE_FROM else (model.image_encoder if features else model)
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            o = net(x[i:i + batch_size].to(dev).contiguous(memory_format=torch.channels_last))
-            out.append((F.normalize(o, dim=-1) if features else o).float().cpu())
+    with torch.inference_mode(), autocast(dev):
+        for xb in batches(x, batch_size):
+            o = net(xb.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last))
+            out.append((F.normalize(o.float(), dim=-1) if features else o).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -164,7 +275,7 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     model.to(dev)
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
-    y_train, y_val = torch.as_tensor(y_train), torch.as_tensor(y_val)
+    y_train, y_val = torch.as_tensor(y_train).cpu(), torch.as_tensor(y_val).cpu()
     params = _trainable(model, recipe.mode, recipe.train_fraction)
     theta_0 = [p.detach().clone() for p in params] if recipe.l2_to_init else None
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -181,11 +292,15 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
     else:
         model.to(memory_format=torch.channels_last)  # faster convolutions on a CPU; the weights are the same
         forward = model
-    score = lambda: float((  # noqa: E731
-        (torch.cat([model.head(x_val[i:i + 1024].to(dev)).cpu() for i in range(0, len(x_val), 1024)])
-         if on_features else predict(model, x_val)).argmax(1) == y_val).float().mean())
-    snapshot = lambda: {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)  # noqa: E731
-                        for k, v in model.state_dict().items()}
+    def score():
+        if on_features:
+            with torch.no_grad():
+                out = torch.cat([model.head(x_val[i:i + 1024].to(dev)).cpu() for i in range(0, len(x_val), 1024)])
+        else:
+            out = predict(model, x_val)
+        return float((out.argmax(1) == y_val).float().mean())
+
+    snapshot = lambda: state_dict(model)  # noqa: E731
     bar = tqdm(range(recipe.epochs), disable=not progress, desc=f"fine-tuning ({recipe.mode})", leave=False)
     for epoch in bar:
         if branch is not None and epoch == branch[0]:
@@ -200,8 +315,11 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
         if recipe.freeze_bn:
             _freeze_bn(model)
         losses = []
-        for idx in torch.randperm(len(x_train), generator=gen).split(recipe.batch_size):
-            x, y = _augment(x_train[idx], recipe.augment, gen).to(dev), y_train[idx].to(dev)
+        order = torch.randperm(len(x_train), generator=gen).split(recipe.batch_size)
+        streamed = isinstance(x_train, ImageStream)  # decoded batch by batch, in this epoch's order
+        for idx, xb in zip(order, x_train.batches(batch_sampler=[i.tolist() for i in order]) if streamed
+                           else (x_train[i] for i in order)):
+            x, y = _augment(xb, recipe.augment, gen).to(dev, non_blocking=True), y_train[idx].to(dev)
             if not on_features:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = F.one_hot(y, model.head.out_features).float()
@@ -210,7 +328,9 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
                     recipe.mixup, recipe.mixup))
                 perm = torch.randperm(len(x), generator=gen).to(dev)
                 x, target = lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm]
-            loss = F.cross_entropy(forward(x), target, label_smoothing=recipe.label_smoothing)
+            with autocast(dev):
+                logits = forward(x)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=recipe.label_smoothing)
             if theta_0 is not None:
                 loss = loss + recipe.l2_to_init * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta_0))
             opt.zero_grad(set_to_none=True)
@@ -234,14 +354,18 @@ def finetune(model: ImageClassifier, recipe: Recipe, x_train, y_train, x_val, y_
 
 
 def load_images(backbone, task: str, domains, splits=("train", "val", "test")) -> dict:
-    """``{(split, domain): (model-ready images, labels)}`` (train/val on photo only, as fine-tuning uses)."""
+    """``{(split, domain): (model-ready images, labels)}`` (train/val on photo only, as fine-tuning uses).
+
+    The world's images are one tensor per split (small renders); a real dataset's are an :class:`ImageStream`
+    through the backbone's ``preprocess`` (decoded as they are read)."""
     from . import data
 
     out = {}
     for s in splits:
         for d in (domains if s == "test" else ("photo",)):
             ds = data.load(task, s, d)
-            out[s, d] = (backbone.prepare(rendered(ds)), torch.as_tensor(ds.labels))
+            x = ImageStream(ds, backbone.preprocess) if getattr(ds, "streamed", False) else backbone.prepare(rendered(ds))
+            out[s, d] = (x, torch.as_tensor(ds.labels))
     return out
 
 
@@ -405,15 +529,13 @@ def _averaged_run(backbone, W, recipe, X, ema_decay, swa_start, swa_lr, progress
         if state["step"] % steps_per_epoch == 0 and state["step"] // steps_per_epoch > first_swa_epoch:
             swa.update_parameters(m)  # end of each epoch run under the SWA schedule
         if state["step"] == recipe.epochs * steps_per_epoch:
-            state["last"] = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-                             for k, v in m.state_dict().items()}
+            state["last"] = state_dict(m)
 
     res = finetune(model, recipe, *X["train", "photo"], *selection_split(X), progress=progress, on_step=on_step,
                    swa=None if swa_lr is None else (first_swa_epoch, swa_lr))
-    x_bn = X["train", "photo"][0]
-    update_bn([x_bn[i:i + 256] for i in range(0, len(x_bn), 256)], swa)
-    return {"last": state["last"], "best_val": res.state_dict, "ema": ema.module.state_dict(),
-            "swa": swa.module.state_dict()}
+    update_bn(batches(X["train", "photo"][0], 256), swa, device=device_of(model))
+    return {"last": state["last"], "best_val": res.state_dict, "ema": state_dict(ema.module),
+            "swa": state_dict(swa.module)}
 
 
 def wise_observations(accs: dict, domain: str) -> tuple[float, float, float]:

@@ -4,9 +4,11 @@ The plane through ``theta_0`` (the shared initialisation), ``theta_1`` and ``the
 basis ``u`` (along ``theta_1 - theta_0``) and ``v`` (``theta_2 - theta_0`` with its ``u`` part removed); the
 point at coordinates ``(x, y)`` is ``combine([theta_0, u, v], [1, x, y])``.  Only parameters span the
 plane; BatchNorm statistics are recomputed at every point (``torch.optim.swa_utils.update_bn``).
+Evaluation runs on the model's device; state dicts may live anywhere (the CPU, as runs return them).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -27,19 +29,19 @@ class Plane:
         return combine([self.theta_0, self.u, self.v], [1.0, x, y])
 
     def project(self, theta: dict) -> tuple[float, float]:
-        d = _flat({k: theta[k] - self.theta_0[k] for k in self.keys})
+        d = _flat({k: theta[k].cpu() - self.theta_0[k].cpu() for k in self.keys})
         return float(d @ _flat(self.u, self.keys)), float(d @ _flat(self.v, self.keys))
 
 
 def _flat(sd, keys=None):
-    return torch.cat([sd[k].double().flatten() for k in (keys or sd)])
+    return torch.cat([sd[k].double().cpu().flatten() for k in (keys or sd)])
 
 
 def plane(theta_0: dict, theta_1: dict, theta_2: dict, param_keys) -> Plane:
     """Orthonormal basis of the plane through three state dicts (only ``param_keys`` move)."""
     keys = [k for k in param_keys if theta_0[k].is_floating_point()]
-    d1 = _flat({k: theta_1[k] - theta_0[k] for k in keys})
-    d2 = _flat({k: theta_2[k] - theta_0[k] for k in keys})
+    d1 = _flat({k: theta_1[k].cpu() - theta_0[k].cpu() for k in keys})
+    d2 = _flat({k: theta_2[k].cpu() - theta_0[k].cpu() for k in keys})
     u = d1 / d1.norm()
     v = d2 - (d2 @ u) * u
     v = v / v.norm()
@@ -51,7 +53,7 @@ def plane(theta_0: dict, theta_1: dict, theta_2: dict, param_keys) -> Plane:
                 out[k] = vec[i:i + t.numel()].view_as(t).to(t.dtype)
                 i += t.numel()
             else:
-                out[k] = torch.zeros_like(t) if t.is_floating_point() else t.clone()
+                out[k] = torch.zeros_like(t, device="cpu") if t.is_floating_point() else t.cpu().clone()
         return out
 
     return Plane(theta_0, unflatten(u), unflatten(v), keys)
@@ -66,12 +68,14 @@ def evaluate(model, state_dict, x, y, x_bn=None) -> tuple[float, float]:
     """(error, loss) of ``state_dict`` on ``(x, y)``; BatchNorm statistics recomputed on ``x_bn`` first."""
     from torch.optim.swa_utils import update_bn
 
-    from .finetune import predict
+    from .finetune import ImageStream, batches, device_of, predict
 
     model.load_state_dict(state_dict)
     if x_bn is not None and has_batchnorm(model):
-        update_bn([x_bn], model)
+        # one batch of a tensor (exact statistics); a stream's batches are averaged by update_bn
+        update_bn(batches(x_bn, 256) if isinstance(x_bn, ImageStream) else [x_bn], model, device=device_of(model))
     out = predict(model, x)  # eval mode, BatchNorm folded into the convolutions
+    y = torch.as_tensor(y).cpu()
     return float((out.argmax(1) != y).float().mean()), float(F.cross_entropy(out, y))
 
 
@@ -134,7 +138,25 @@ class _EvalBatchNorm(torch.nn.Module):
                 * self.weight.view(shape) + self.bias.view(shape))
 
 
-def _replace_bn(model, make):
+class _ExplicitLayerNorm(torch.nn.Module):
+    """LayerNorm written out: PyTorch's ``layer_norm`` gives a wrong *second-order* forward-mode derivative
+    (pytorch/pytorch#196700, as ``batch_norm`` does, #196699), which Appendix K's jvp-over-jvp needs."""
+
+    def __init__(self, ln):
+        super().__init__()
+        self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+        self.dims = tuple(range(-len(ln.normalized_shape), 0))
+
+    def forward(self, x):
+        mean = x.mean(self.dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(self.dims, keepdim=True)
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight
+        return out + self.bias if self.bias is not None else out
+
+
+def _replace_bn(model, make, layer_norm=None):
     import copy
 
     m = copy.deepcopy(model).eval()
@@ -142,6 +164,8 @@ def _replace_bn(model, make):
         for cname, child in list(mod.named_children()):
             if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
                 setattr(mod, cname, make(child))
+            elif layer_norm is not None and isinstance(child, torch.nn.LayerNorm):
+                setattr(mod, cname, layer_norm(child))
     return m
 
 
@@ -155,32 +179,79 @@ def grid_batched(model, pl: Plane, xs, ys, x, y, x_bn=None, chunk: int = 8, prog
     vmapped function, BatchNorm statistics from ``x_bn`` as in :func:`grid_loop`)."""
     from torch.func import functional_call, vmap
 
+    from .finetune import as_tensor, autocast, device_of
+
+    dev = device_of(model)
+    x, y = as_tensor(x).to(dev), torch.as_tensor(y).to(dev)
     bn = x_bn is not None and has_batchnorm(model)
+    x_bn = as_tensor(x_bn).to(dev) if bn else None
     net = _split_bn_copy(model, len(x_bn)) if bn else model.eval()
     inputs = torch.cat([x_bn, x]) if bn else x
     n_bn = len(x_bn) if bn else 0
     names = [k for k, _ in net.named_parameters()]
-    base = {k: pl.theta_0[k].float() for k in names}
-    U = {k: pl.u[k].float() for k in names}
-    V = {k: pl.v[k].float() for k in names}
-    buffers = {k: pl.theta_0[k] for k, _ in net.named_buffers()}
+    base = {k: pl.theta_0[k].float().to(dev) for k in names}
+    U = {k: pl.u[k].float().to(dev) for k in names}
+    V = {k: pl.v[k].float().to(dev) for k in names}
+    buffers = {k: pl.theta_0[k].to(dev) for k, _ in net.named_buffers()}
 
     def at(c):
         params = {k: base[k] + c[0] * U[k] + c[1] * V[k] for k in names}
-        out = functional_call(net, {**params, **buffers}, (inputs,))[n_bn:]
+        with autocast(dev):
+            out = functional_call(net, {**params, **buffers}, (inputs,))[n_bn:].float()
         return (out.argmax(1) != y).float().mean(), F.cross_entropy(out, y)
 
-    coords = torch.tensor([[float(xx), float(yy)] for yy in ys for xx in xs])
+    coords = torch.tensor([[float(xx), float(yy)] for yy in ys for xx in xs], device=dev)
     errs, losses = [], []
     for c in tqdm(coords.split(chunk), disable=not progress, desc="plane (vmap)", leave=False):
-        e, lo = vmap(at)(c)
-        errs.append(e)
-        losses.append(lo)
+        with math_attention():  # the fused attention kernel has no vmap batching rule (a slow per-point loop)
+            e, lo = vmap(at)(c)
+        errs.append(e.cpu())
+        losses.append(lo.cpu())
     return torch.cat(errs).view(len(ys), len(xs)), torch.cat(losses).view(len(ys), len(xs))
+
+
+@contextlib.contextmanager
+def math_attention():
+    """Attention through PyTorch's composite ("math") path inside, which forward-mode AD (``torch.func.jvp``) can
+    differentiate.  ``nn.MultiheadAttention``'s fused fast path (``aten::_native_multi_head_attention``, taken in
+    eval mode without autograd) and the fused ``scaled_dot_product_attention`` kernels (flash, memory-efficient)
+    have no forward-AD formula, and every open_clip ViT reaches them; the math path computes the same attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    old = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(old)
+
+
+def _segment(model, theta_0: dict, theta_1: dict, x):
+    """``logits(a)`` of ``theta_0 + a (theta_1 - theta_0)`` on ``x`` and the device it runs on (the model's), through a
+    copy of ``model`` that forward-over-forward AD differentiates correctly: BatchNorm in eval mode (its statistics
+    interpolated too) and LayerNorm written out."""
+    from torch.func import functional_call
+
+    from .finetune import as_tensor, device_of
+
+    dev = device_of(model)
+    model = _replace_bn(model, _EvalBatchNorm, _ExplicitLayerNorm)
+    x = as_tensor(x).to(dev)
+    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
+    fixed = {k: v.to(dev) for k, v in theta_0.items() if k not in keys}
+    base = {k: theta_0[k].float().to(dev) for k in keys}
+    delta = {k: theta_1[k].float().to(dev) - base[k] for k in keys}
+
+    def logits(a):
+        return functional_call(model, {**fixed, **{k: base[k] + a * delta[k] for k in keys}}, (x,))
+
+    return logits, dev
 
 
 def calibrate_beta(logits: torch.Tensor, y: torch.Tensor, steps: int = 50) -> float:
     """Inverse temperature ``beta`` minimising the cross-entropy of ``beta * logits`` (L-BFGS on log beta)."""
+    logits, y = logits.detach().float().cpu(), torch.as_tensor(y).cpu()
     log_beta = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_beta], max_iter=steps, line_search_fn="strong_wolfe")
 
@@ -207,24 +278,18 @@ def soup_ensemble_gap(model, theta_0: dict, theta_1: dict, alpha: float, x, y, b
     soup's logits (the paper's top row); ``beta=1`` is the bottom row.
     Returns ``{"measured", "approx", "curvature", "variance", "beta", "err_soup", "err_ens"}``.
     """
-    from torch.func import functional_call, jvp
+    from torch.func import jvp
 
-    y = torch.as_tensor(y)
-    model = _replace_bn(model, _EvalBatchNorm)
-    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
-    fixed = {k: v for k, v in theta_0.items() if k not in keys}
-    base = {k: theta_0[k].float() for k in keys}
-    delta = {k: theta_1[k].float() - base[k] for k in keys}
-
-    def logits(a):
-        return functional_call(model, {**fixed, **{k: base[k] + a * delta[k] for k in keys}}, (x,))
-
+    logits, dev = _segment(model, theta_0, theta_1, x)
+    y = torch.as_tensor(y).to(dev)
+    scalar = lambda v: torch.tensor(float(v), device=dev)  # noqa: E731
     with torch.no_grad():
-        f0, f1, fa = logits(torch.tensor(0.0)), logits(torch.tensor(1.0)), logits(torch.tensor(float(alpha)))
+        f0, f1, fa = logits(scalar(0.0)), logits(scalar(1.0)), logits(scalar(alpha))
     b = calibrate_beta(fa, y) if beta is None else float(beta)
     soup_loss = lambda a: F.cross_entropy(b * logits(a), y)  # noqa: E731
-    one = torch.ones(())
-    _, curvature = jvp(lambda a: jvp(soup_loss, (a,), (one,))[1], (torch.tensor(float(alpha)),), (one,))
+    one = scalar(1.0)
+    with math_attention():
+        _, curvature = jvp(lambda a: jvp(soup_loss, (a,), (one,))[1], (scalar(alpha),), (one,))
     ens = (1 - alpha) * f0 + alpha * f1
     p, d = torch.softmax(b * fa, dim=1), f1 - f0
     variance = ((p * d ** 2).sum(1) - (p * d).sum(1) ** 2).mean()
@@ -245,25 +310,18 @@ def soup_ensemble_gaps(model, theta_0: dict, theta_1: dict, alphas, x, y,
     ``betas``: name -> beta (``None``: calibrated on the soup's logits); default the paper's two rows.
     Returns ``{name: [result per alpha]}`` with the keys of :func:`soup_ensemble_gap`.
     """
-    from torch.func import functional_call, jvp
+    from torch.func import jvp
 
     betas = {"beta calibrated": None, "beta = 1": 1.0} if betas is None else betas
-    y = torch.as_tensor(y)
-    model = _replace_bn(model, _EvalBatchNorm)
-    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
-    fixed = {k: v for k, v in theta_0.items() if k not in keys}
-    base = {k: theta_0[k].float() for k in keys}
-    delta = {k: theta_1[k].float() - base[k] for k in keys}
-
-    def logits(a):
-        return functional_call(model, {**fixed, **{k: base[k] + a * delta[k] for k in keys}}, (x,))
-
-    one = torch.ones(())
-    with torch.no_grad():
-        f0, f1 = logits(torch.tensor(0.0)), logits(torch.tensor(1.0))
+    logits, dev = _segment(model, theta_0, theta_1, x)
+    y = torch.as_tensor(y).to(dev)
+    scalar = lambda v: torch.tensor(float(v), device=dev)  # noqa: E731
+    one = scalar(1.0)
+    with torch.no_grad(), math_attention():
+        f0, f1 = logits(scalar(0.0)), logits(scalar(1.0))
         out = {name: [] for name in betas}
         for alpha in alphas:
-            (fa, d1), (_, d2) = jvp(lambda a: jvp(logits, (a,), (one,)), (torch.tensor(float(alpha)),), (one,))
+            (fa, d1), (_, d2) = jvp(lambda a: jvp(logits, (a,), (one,)), (scalar(alpha),), (one,))
             ens = (1 - alpha) * f0 + alpha * f1
             for name, beta in betas.items():
                 b = calibrate_beta(fa, y) if beta is None else float(beta)

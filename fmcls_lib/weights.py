@@ -34,7 +34,8 @@ def combine(state_dicts, coeffs) -> dict:
     ``sum_i coeffs[i] * state_dicts[i]`` for every floating-point tensor (parameters and buffers such
     as BatchNorm running statistics).  Coefficients need not sum to 1 (plane points use any).  Integer
     buffers (e.g. BatchNorm's ``num_batches_tracked``) cannot be averaged: they are taken from the state
-    dict with the largest coefficient.
+    dict with the largest coefficient.  The result is on the first state dict's device (the others are moved
+    there entry by entry).
     """
     state_dicts, coeffs = list(state_dicts), [float(c) for c in coeffs]
     if len(state_dicts) != len(coeffs) or not state_dicts:
@@ -47,7 +48,7 @@ def combine(state_dicts, coeffs) -> dict:
         if v.is_floating_point():
             acc = torch.zeros_like(v, dtype=torch.float64)
             for sd, c in zip(state_dicts, coeffs):
-                acc += c * sd[k].double()
+                acc += c * sd[k].to(acc.device).double()
             out[k] = acc.to(v.dtype)
         else:
             out[k] = state_dicts[lead][k].clone()
@@ -115,8 +116,9 @@ def greedy_ensemble(logits: list, labels, scores, keep_if: str = ">="):
 
 def angle(theta_0: dict, theta_1: dict, theta_2: dict) -> float:
     """Angle (degrees) between ``theta_1 - theta_0`` and ``theta_2 - theta_0`` over all float entries."""
-    d1 = torch.cat([(theta_1[k] - theta_0[k]).double().flatten() for k in theta_0 if theta_0[k].is_floating_point()])
-    d2 = torch.cat([(theta_2[k] - theta_0[k]).double().flatten() for k in theta_0 if theta_0[k].is_floating_point()])
+    diff = lambda a, k: (a[k].cpu() - theta_0[k].cpu()).double().flatten()  # noqa: E731
+    d1 = torch.cat([diff(theta_1, k) for k in theta_0 if theta_0[k].is_floating_point()])
+    d2 = torch.cat([diff(theta_2, k) for k in theta_0 if theta_0[k].is_floating_point()])
     cos = float(d1 @ d2 / (d1.norm() * d2.norm()))
     return float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
 
@@ -125,19 +127,23 @@ def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int =
                  batch_size: int = 256, seed: int = 0):
     """Learned soup (Wortsman et al. 2022, App. I): mixing weights ``softmax(w)`` (one per model, or per
     model and layer) and a logit temperature ``beta``, trained by gradient descent on held-out data
-    ``(x, y)`` through ``torch.func.functional_call``.  Returns ``(soup, weights [n] or [n, layers])``.
+    ``(x, y)`` through ``torch.func.functional_call``, on the model's device (``x``: a tensor or a small
+    ``finetune.ImageStream``).  Returns ``(soup, weights [n] or [n, layers])``, on the CPU.
     """
     from torch.func import functional_call
 
+    from .finetune import as_tensor, autocast, device_of
+
     torch.manual_seed(seed)
+    dev = device_of(model)
     keys = [k for k in state_dicts[0] if state_dicts[0][k].is_floating_point()]
     layers = sorted({k.rsplit(".", 1)[0] for k in keys})
     layer_of = {k: layers.index(k.rsplit(".", 1)[0]) for k in keys}
-    stacked = {k: torch.stack([sd[k].float() for sd in state_dicts]) for k in keys}
-    w = torch.zeros(len(state_dicts), len(layers) if by_layer else 1, requires_grad=True)
-    log_beta = torch.zeros((), requires_grad=True)
+    stacked = {k: torch.stack([sd[k].float().to(dev) for sd in state_dicts]) for k in keys}
+    w = torch.zeros(len(state_dicts), len(layers) if by_layer else 1, device=dev, requires_grad=True)
+    log_beta = torch.zeros((), device=dev, requires_grad=True)
     opt = torch.optim.Adam([w, log_beta], lr=lr)
-    y = torch.as_tensor(y)
+    x, y = as_tensor(x), torch.as_tensor(y).to(dev)
 
     params = {k for k, _ in model.named_parameters()}
 
@@ -150,12 +156,13 @@ def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int =
     model.eval()  # BatchNorm uses the mixed running statistics
     for _ in range(epochs):
         for idx in torch.randperm(len(x)).split(batch_size):
-            out = functional_call(model, mixed(w), (x[idx],)) * log_beta.exp()
-            loss = torch.nn.functional.cross_entropy(out, y[idx])
+            with autocast(dev):
+                out = functional_call(model, mixed(w), (x[idx].to(dev),)).float() * log_beta.exp()
+            loss = torch.nn.functional.cross_entropy(out, y[idx.to(dev)])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    coeff = torch.softmax(w.detach(), dim=0)
-    soup = {k: v.clone() for k, v in state_dicts[0].items()}
-    soup.update({k: v.detach().to(state_dicts[0][k].dtype) for k, v in mixed(w.detach()).items()})
+    coeff = torch.softmax(w.detach(), dim=0).cpu()
+    soup = {k: v.cpu().clone() for k, v in state_dicts[0].items()}
+    soup.update({k: v.detach().to("cpu", state_dicts[0][k].dtype) for k, v in mixed(w.detach()).items()})
     return soup, (coeff[:, 0] if not by_layer else coeff)
