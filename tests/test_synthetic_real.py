@@ -163,3 +163,25 @@ def test_a_model_not_in_the_cache_fails_offline_within_5_seconds(tmp_path, monke
         backbones.load_generator("stabilityai/sd-turbo", device="cpu")
     assert time.perf_counter() - t0 < 5.0
     assert str(tmp_path / "empty-hub") in str(e.value) and "from_pretrained('stabilityai/sd-turbo')" in str(e.value)
+
+
+def test_without_the_offline_flag_a_missing_model_fails_after_one_probe(tmp_path, monkeypatch):
+    """No network and no HF_HUB_OFFLINE (a student's laptop on a train): one reachability probe, no hub retries."""
+    import huggingface_hub.constants as hub_constants
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(backbones, "_network_reachable", lambda *a, **k: time.sleep(1.0) or False)  # a 1-s probe
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    t0 = time.perf_counter()
+    with pytest.raises(OfflineModelError, match="network is off"):
+        backbones.load_generator("stabilityai/sd-turbo", device="cpu")
+    assert time.perf_counter() - t0 < 5.0 and not hub_constants.HF_HUB_OFFLINE
+
+
+def test_a_cached_model_loads_without_the_offline_flag_and_without_network(hub, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "_network_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    t0 = time.perf_counter()
+    pipe = backbones.load_generator("stabilityai/sd-turbo", device="cpu")
+    assert pipe.resolution == 64 and time.perf_counter() - t0 < 30
