@@ -99,6 +99,9 @@ class RealImages:
             return _open(*self.source)[int(self.index[i])][0].convert("RGB")
         return [self[int(j)] for j in np.arange(len(self))[i]]
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
 
 def set_split_sizes(size: str) -> None:
     """Use the ``"full"`` or the ``"smoke"`` evaluation splits from now on (train is the same in both; smoke
@@ -125,7 +128,7 @@ def domains(task: str) -> tuple[str, ...]:
     if task.startswith(IMAGEFOLDER):
         root = _imagefolder_root(task)
         return ("photo", *sorted(d.name for d in root.iterdir()
-                                 if d.is_dir() and d.name not in SPLITS and not d.name.startswith(".")))
+                                 if d.is_dir() and d.name not in (*SPLITS, "photo") and not d.name.startswith(".")))
     raise UnknownNameError("dataset", task, names())
 
 

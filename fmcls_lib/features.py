@@ -61,6 +61,8 @@ LOADER_WORKERS_FROM = 2048  # images; smaller sets decode in the main process (s
 
 def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
     """Features of a :class:`Preprocessed` dataset, batch by batch: memory is one batch, not the split."""
+    if ds.transform is None:
+        raise ValueError(f"backbone {backbone.id} has no preprocess transform for the images of a real dataset")
     workers = min(4, os.cpu_count() or 1) if len(ds) >= LOADER_WORKERS_FROM else 0
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                          pin_memory=backbone.device.type == "cuda")
@@ -135,3 +137,37 @@ def augmented_features(backbone, dataset, epochs: int = 10, seed: int = 0, batch
         return torch.stack(out)
 
     return cache.get_or_compute("augmented_features", key, compute)
+
+
+class ShotViews:
+    """Augmented views ``[E, n, D]`` of the train images at positions ``rows`` (``None``: every train image, in order);
+    ``take(idx)`` gives those of train positions ``idx``, ``[E, len(idx), D]``."""
+
+    def __init__(self, views: torch.Tensor, rows=None):
+        self.views, self.rows = views, None if rows is None else np.asarray(rows)
+
+    def take(self, idx) -> torch.Tensor:
+        idx = np.asarray(idx)
+        if self.rows is None:
+            return self.views[:, torch.as_tensor(idx)]
+        pos = np.minimum(np.searchsorted(self.rows, idx), len(self.rows) - 1)
+        if not np.array_equal(self.rows[pos], idx):
+            raise ValueError("these views cover the few-shot draws of their `shots` and `seeds` only; train images "
+                             f"{idx[self.rows[pos] != idx][:5].tolist()} are not among them: compute them with every "
+                             "shot count and seed the experiments draw")
+        return self.views[:, torch.as_tensor(pos)]
+
+
+def shot_views(backbone, train, epochs: int, shots, seeds: int, seed: int = 0, progress: bool = True) -> ShotViews:
+    """Augmented views of what the few-shot experiments use: for a real (streamed) train split only the images of the
+    ``data.few_shot(labels, k, s)`` draws for ``k`` in ``shots`` and ``s < seeds`` (at most ``max(shots) * seeds`` per
+    class instead of CIFAR-10's 45 000 images x ``epochs`` passes); a world task's train split is small and in memory,
+    and its views are computed for all of it, as its records were made."""
+    from . import data
+
+    rows, encoded = None, train
+    if train.streamed:
+        rows = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in shots for s in range(seeds)]))
+        encoded = train.subset(rows)
+    return ShotViews(augmented_features(backbone, encoded, epochs, seed, progress=progress), rows)
+
