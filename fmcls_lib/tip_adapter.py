@@ -179,7 +179,7 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
     """The lesson's comparison: every method x shots x seeds, test accuracy per domain.
 
     ``S[(split, domain)] = (f, y)``; ``views_all``: ``[E, N, D]`` augmented features of the full photo
-    train split (each k-shot draw indexes it).  Everything is selected on photo validation.
+    train split (each k-shot draw indexes it), or a :class:`fm.features.ShotViews` of the draws.  Everything is selected on photo validation.
     Returns ``(acc, cost, correct)``: ``acc[method][k][domain] = [per seed]``, ``cost[method]`` = list of
     ``{"seconds", "epochs", "best_epoch"}`` at the largest ``k`` (one per seed), and
     ``correct[method][k][domain]`` = bool ``[seeds, n]``, which test images each seed's model gets right (the input
@@ -190,8 +190,11 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
     from . import heads
     from .data import few_shot
 
+    from .features import ShotViews
+
     f_tr, y_tr = S["train", "photo"]
     f_va, y_va = S["val", "photo"]
+    views = views_all if isinstance(views_all, ShotViews) else ShotViews(views_all)
     acc = {m: {k: {} for k in shots} for m in METHODS}
     right = {m: {k: {} for k in shots} for m in METHODS}
     cost = {m: [] for m in METHODS}
@@ -199,7 +202,7 @@ def compare_methods(S, views_all, W, shots, seeds: int, domains=("photo",), scal
     runs = [(k, s) for k in shots for s in range(seeds)]
     for k, seed in tqdm(runs, disable=not progress, desc="shots x seeds"):
         idx = torch.as_tensor(few_shot(y_tr.numpy(), k, seed))
-        v, y = views_all[:, idx], y_tr[idx]
+        v, y = views.take(idx.numpy()), y_tr[idx]
         t = time.perf_counter()
         probe = heads.linear_probe(f_tr[idx], y, f_va, y_va)
         probe_s = time.perf_counter() - t
