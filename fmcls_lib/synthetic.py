@@ -138,7 +138,9 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
     with its class prompt; ``strength=0`` returns the shots themselves.  Cached on disk.
 
     The noise level is ``t* = round(num_inference_steps * strength)`` steps of the DDIM schedule: too coarse a
-    schedule rounds a small strength to (nearly) no noise, hence :data:`RG_STEPS`."""
+    schedule rounds a small strength to (nearly) no noise, hence :data:`RG_STEPS`.  ``images``: uint8 arrays or a
+    real dataset's PIL images (any size), brought to the generator's ``resolution`` (a diffusers pipeline's: 512 px
+    for sd-turbo) so that img2img starts from a latent of the size the model was trained on."""
     bs = max(1, _batch_size(pipe, batch_size) // per_image)  # shots per call
     images = as_uint8(images, getattr(pipe, "resolution", None))
     prompts = [f"a photo of {world.article(classnames[y])} {classnames[y]}." for y in labels]
@@ -516,7 +518,8 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
     (syn->real, real->syn).  At the largest shot count also Real Filtering and Real Guidance (Table 5; img2img
     on a ``rg_steps`` DDIM schedule).  Per seed the real shots are drawn anew (``data.few_shot(labels, K, seed)``,
     the same draw for every method, so methods are paired) and the batch order changes; Real Guidance varies that
-    seed's shots.
+    seed's shots, read from ``images_train`` (the photo train images: uint8 arrays, a real dataset's images or the
+    dataset itself; only the shots are decoded).
 
     Returns ``(accuracy[method][shots][domain], correct[method][shots][domain] bool [seeds, n])``;
     ``accuracy["rf_kept"]``: the share of synthetic images RF keeps (mean over seeds)."""
