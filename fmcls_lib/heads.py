@@ -155,7 +155,9 @@ def linear_probe(f_train, y_train, f_val, y_val, Cs=PROBE_C_GRID, max_iter: int 
 
 
 def with_ood(acc: dict) -> dict:
-    """``acc`` (domain -> accuracy) plus ``ood``, the mean over the shifted (non-photo) domains."""
+    """``acc`` (domain -> accuracy) plus ``ood``, the mean over the shifted (non-photo) domains; a task without a
+    shift domain gets no ``ood`` (there is nothing out of distribution to average), so code that reports OOD checks
+    for it (or for ``len(fm.data.domains(task)) > 1``) and says so."""
     shifts = [d for d in acc if d not in ("photo", "ood")]
     return {**acc, "ood": float(np.mean([acc[d] for d in shifts]))} if shifts else dict(acc)
 
