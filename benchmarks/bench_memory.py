@@ -2,7 +2,10 @@
 tree's, each in a fresh process with an empty feature cache (``resource.getrusage`` for the process; with its
 loader workers, their proportional set sizes summed from /proc every 20 ms, so shared pages count once).
 
-    python3 benchmarks/bench_memory.py [--old-rev db4b97f] [--per-class 5000] [--backbone micro]
+    python3 benchmarks/bench_memory.py [--old-rev db4b97f] [--per-class 5000] [--backbone micro|vit224]
+
+``micro`` is the test CLIP (32 px input); ``vit224`` a random two-layer open_clip ViT at 224 px, so that the
+224-px input tensors the real backbones need are in the measurement.
 
 The training split is 90 % of the stand-in's 50 000 images (10 % is validation), so 45 000 images are encoded.
 """
@@ -22,7 +25,16 @@ import json, os, resource, sys, threading, time
 import torchvision.datasets.cifar as tv_cifar
 tv_cifar.check_integrity = lambda *a, **k: True  # older code has no FMCLS_DATASET_CHECKSUMS switch
 from fmcls_lib import backbones, data, features
-clip = backbones.load_clip(sys.argv[1], progress=False)
+if sys.argv[1] == "vit224":  # a random two-layer open_clip ViT at 224 px: the real path's 224-px tensors, no download
+    import open_clip, torch
+    torch.manual_seed(0)
+    model = open_clip.CLIP(64, {"image_size": 224, "patch_size": 32, "width": 64, "layers": 2},
+                           {"width": 64, "heads": 1, "layers": 1}).eval()
+    model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    clip = backbones.CLIPBackbone("vit224-random", model, None, open_clip.image_transform(224, is_train=False),
+                                  "0" * 64, torch.device("cpu"))
+else:
+    clip = backbones.load_clip(sys.argv[1], progress=False)
 if sys.argv[2] == "build":  # the backbone is built (micro trains) in its own process, not counted
     sys.exit()
 ds = data.load("cifar10", "train")
@@ -57,17 +69,19 @@ def measure(code_root: Path, data_root: Path, cache_root: Path, backbone: str) -
     env = {**os.environ, "PYTHONPATH": str(code_root), "FMCLS_DATA": str(data_root), "FMCLS_CACHE": str(cache_root),
            "FMCLS_DATASET_CHECKSUMS": "off", "HF_HUB_OFFLINE": "1", "FMCLS_SPLITS": "full"}
     run = [sys.executable, "-c", CHILD, backbone]
-    subprocess.run(run + ["build"], env=env, cwd=code_root, check=True, capture_output=True)
+    subprocess.run(run + ["build"], env=env, cwd=code_root, check=True)
     shutil.rmtree(cache_root / "features", ignore_errors=True)  # always compute
-    out = subprocess.run(run + ["measure"], env=env, cwd=code_root, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    r = subprocess.run(run + ["measure"], env=env, cwd=code_root, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"the measurement with {code_root} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old-rev", default="db4b97f", help="commit of the code before streaming")
     ap.add_argument("--per-class", type=int, default=5000)
-    ap.add_argument("--backbone", default="micro")
+    ap.add_argument("--backbone", default="micro", help="micro, vit224, or a load_clip name")
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "fmcls_bench_memory"))
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))

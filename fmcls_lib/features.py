@@ -57,6 +57,7 @@ class Preprocessed(torch.utils.data.Dataset):
 
 
 LOADER_WORKERS_FROM = 2048  # images; smaller sets decode in the main process (starting workers costs more)
+STREAM_BATCH = 128  # images per streamed batch at most: a 224-px float batch is 77 MB, and workers keep 2 each in flight
 
 
 def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
@@ -64,7 +65,7 @@ def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
     if ds.transform is None:
         raise ValueError(f"backbone {backbone.id} has no preprocess transform for the images of a real dataset")
     workers = min(4, os.cpu_count() or 1) if len(ds) >= LOADER_WORKERS_FROM else 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=min(batch_size, STREAM_BATCH), num_workers=workers,
                                          pin_memory=backbone.device.type == "cuda")
     return torch.cat([_encode_prepared(backbone, x) for x in tqdm(loader, disable=not progress, desc=desc)])
 
