@@ -38,9 +38,10 @@ def test_generator_build_is_deterministic_and_loads(tmp_path):
     assert m1["sha256"] == m2["sha256"] and m1["recipe_hash"] == diffusion.recipe_hash(diffusion.RECIPES["micro"])
 
 
-def test_unknown_or_offline_generator_fails_clearly():
+def test_unknown_or_offline_generator_fails_clearly(tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="accepted"):
         backbones.load_generator("nano")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache, whatever this machine has downloaded
     with pytest.raises(backbones.OfflineModelError, match="local Hugging Face cache"):
         backbones.load_generator("stabilityai/sd-turbo", device="cpu")
 
