@@ -469,6 +469,8 @@ def load_generator(name: str = "tiny", device: str = "auto", progress: bool = Tr
         raise ImportError(f"diffusers pipeline {name!r} needs a package that is not installed: "
                           f"pip install {e.name or 'transformers'}  ({e})", name=e.name) from e
     pipe.set_progress_bar_config(disable=True)
+    if "@" not in weights_id:  # downloaded now: the revision it got names its images in the cache
+        weights_id = _diffusers_source(name)[2]
     out = _DiffusersPipeline(pipe.to(dev), name, max_batch)
     out.id, out.info = weights_id, {"model": name, "source": str(source), "resolution": out.resolution}
     return out
@@ -504,5 +506,5 @@ def _diffusers_source(name: str) -> tuple[str, bool, str, str]:
                 f"off. On a machine with network run once:  python -c \"from diffusers import "
                 f"AutoPipelineForText2Image as P; P.from_pretrained('{name}')\"  (or set HF_HUB_CACHE to a cache that "
                 "holds it, or pass the path of a local pipeline folder; no folder of that name exists here).")
-        return name, False, name, cache_dir  # downloaded now; the revision is known next time
+        return name, False, name, cache_dir  # downloaded by load_generator, which then asks again for the revision
     return name, not online, f"{name}@{Path(cached).parent.name[:16]}", cache_dir
