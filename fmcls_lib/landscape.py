@@ -63,17 +63,21 @@ def has_batchnorm(model) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+BN_BATCH = 512  # images: a streamed BatchNorm set up to this size is decoded whole, for exact statistics
+
+
 @torch.no_grad()
 def evaluate(model, state_dict, x, y, x_bn=None) -> tuple[float, float]:
     """(error, loss) of ``state_dict`` on ``(x, y)``; BatchNorm statistics recomputed on ``x_bn`` first."""
     from torch.optim.swa_utils import update_bn
 
-    from .finetune import ImageStream, batches, device_of, predict
+    from .finetune import ImageStream, as_tensor, batches, device_of, predict
 
     model.load_state_dict(state_dict)
     if x_bn is not None and has_batchnorm(model):
-        # one batch of a tensor (exact statistics); a stream's batches are averaged by update_bn
-        update_bn(batches(x_bn, 256) if isinstance(x_bn, ImageStream) else [x_bn], model, device=device_of(model))
+        # the statistics of x_bn as one batch (exact); a large stream's batches are averaged by update_bn
+        big = isinstance(x_bn, ImageStream) and len(x_bn) > BN_BATCH
+        update_bn(batches(x_bn, BN_BATCH) if big else [as_tensor(x_bn)], model, device=device_of(model))
     out = predict(model, x)  # eval mode, BatchNorm folded into the convolutions
     y = torch.as_tensor(y).cpu()
     return float((out.argmax(1) != y).float().mean()), float(F.cross_entropy(out, y))

@@ -155,3 +155,18 @@ def test_everything_runs_on_the_backbones_device(vit, real_data):
         assert torch.isfinite(err).all()
     finally:
         vit.model.cpu()
+
+
+def test_batchnorm_statistics_from_a_streamed_split(micro, real_data, monkeypatch):
+    """A BatchNorm backbone (open_clip's ResNets have them) on a real split: update_bn reads the stream; a small one is
+    decoded whole (the same statistics as its tensor), a large one in batches."""
+    x_bn = ft.ImageStream(data.load("cifar10", "train"), micro.preprocess)[:40]
+    x, y = ft.ImageStream(data.load("cifar10", "test"), micro.preprocess), torch.as_tensor(data.load("cifar10", "test").labels)
+    W = torch.nn.functional.normalize(torch.randn(10, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
+    model = ft.from_zero_shot(micro, W)
+    assert landscape.has_batchnorm(model)
+    sd = ft.state_dict(model)
+    assert landscape.evaluate(model, sd, x, y, x_bn) == landscape.evaluate(model, sd, x.tensor(), y, x_bn.tensor())
+    monkeypatch.setattr(landscape, "BN_BATCH", 16)
+    err, loss = landscape.evaluate(model, sd, x, y, x_bn)
+    assert 0 <= err <= 1 and np.isfinite(loss)
