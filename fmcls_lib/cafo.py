@@ -193,25 +193,20 @@ class Bank:
     augmented views of the real train images (all of them, or those at ``rows``) and of the generated images
     (``k_prime_max`` per class)."""
     S: dict  # encoder -> {(split, domain): (f, y)}
-    views: dict  # encoder -> [E, N_train, D]
+    views: dict  # encoder -> fm.features.ShotViews of the train images (all of them, or the drawn shots')
     gen_views: dict  # encoder -> [E, C * k_prime_max, D]
     gen_images: np.ndarray
     gen_labels: np.ndarray
     y_train: torch.Tensor
     k_prime_max: int
-    rows: np.ndarray | None = None  # train positions of the views' rows (None: every train image, in order)
+
+    def __post_init__(self):
+        from .features import ShotViews
+        self.views = {k: v if isinstance(v, ShotViews) else ShotViews(v) for k, v in self.views.items()}  # [E, N, D]
 
     def train_views(self, enc: str, idx) -> torch.Tensor:
         """``[E, len(idx), D]`` augmented views of encoder ``enc`` of the train images at positions ``idx``."""
-        idx = np.asarray(idx)
-        if self.rows is None:
-            return self.views[enc][:, torch.as_tensor(idx)]
-        pos = np.minimum(np.searchsorted(self.rows, idx), len(self.rows) - 1)
-        if not np.array_equal(self.rows[pos], idx):
-            raise ValueError("the bank holds augmented views of the few-shot images of its `shots` and `seeds` only; "
-                             f"train images {idx[self.rows[pos] != idx][:5].tolist()} are not among them: build the "
-                             "bank with every shot count and seed the experiments draw")
-        return self.views[enc][:, torch.as_tensor(pos)]
+        return self.views[enc].take(idx)
 
 
 def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, augment_epochs: int = 10,
@@ -228,10 +223,6 @@ def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, au
     from . import data, features, synthetic
     train = data.load(task, "train", "photo")
     classnames = train.classnames
-    rows, encoded = None, train
-    if shots is not None and train.streamed:
-        rows = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in shots for s in range(seeds)]))
-        encoded = train.subset(rows)
     S, views, gviews = {}, {}, {}
     if k_prime_max:
         p, y = synthetic.basic_prompts(classnames)
@@ -241,10 +232,10 @@ def bank(encoders: dict, task: str, domains, pipe=None, k_prime_max: int = 0, au
     for name, bb in encoders.items():
         S[name] = {**features.load_splits(bb, task, ["photo"], splits=("val",), progress=progress),
                    **features.load_splits(bb, task, domains, splits=("test",), progress=progress)}
-        views[name] = features.augmented_features(bb, encoded, augment_epochs, seed, progress=progress)
+        views[name] = features.shot_views(bb, train, augment_epochs, shots, seeds, seed, progress=progress)
         gviews[name] = (features.augmented_features(bb, data.from_arrays(gimg, gy, classnames), augment_epochs,
                                                     seed, progress=progress) if len(gy) else None)
-    return Bank(S, views, gviews, gimg, gy, torch.as_tensor(train.labels), k_prime_max, rows)
+    return Bank(S, views, gviews, gimg, gy, torch.as_tensor(train.labels), k_prime_max)
 
 
 def _expanded_views(b: Bank, enc: str, shots: int, k_prime: int, seed: int):

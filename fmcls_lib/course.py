@@ -161,6 +161,13 @@ def _real_ssl(v: str) -> bool:
     return v in timm.list_models()
 
 
+def _descriptions(v, p):
+    if v is None or (isinstance(v, str) and os.path.isfile(v)):
+        return None
+    return ("None (the hand-written descriptions of a world task) or the path of an existing CuPL-format JSON file "
+            "{classname: [sentences]}")
+
+
 def _executor(v, p):
     if v is None or v in ("local", "ray", "auto") or (isinstance(v, str) and v.startswith("ray://")):
         return None
@@ -201,6 +208,7 @@ VALIDATORS = {
     "grid_size": _whole(2, " (points per side of the plane grid)"),
     "sweep_seed": _whole(0),
     "executor": _executor,
+    "descriptions": _descriptions,
 }
 
 

@@ -159,15 +159,17 @@ class ShotViews:
         return self.views[:, torch.as_tensor(pos)]
 
 
-def shot_views(backbone, train, epochs: int, shots, seeds: int, seed: int = 0, progress: bool = True) -> ShotViews:
+def shot_views(backbone, train, epochs: int, shots=None, seeds: int = 1, seed: int = 0,
+               progress: bool = True) -> ShotViews:
     """Augmented views of what the few-shot experiments use: for a real (streamed) train split only the images of the
     ``data.few_shot(labels, k, s)`` draws for ``k`` in ``shots`` and ``s < seeds`` (at most ``max(shots) * seeds`` per
     class instead of CIFAR-10's 45 000 images x ``epochs`` passes); a world task's train split is small and in memory,
-    and its views are computed for all of it, as its records were made."""
+    and its views are computed for all of it, as its records were made (and for all of any split if ``shots`` is
+    None)."""
     from . import data
 
     rows, encoded = None, train
-    if train.streamed:
+    if train.streamed and shots is not None:
         rows = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in shots for s in range(seeds)]))
         encoded = train.subset(rows)
     return ShotViews(augmented_features(backbone, encoded, epochs, seed, progress=progress), rows)

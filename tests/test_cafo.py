@@ -224,15 +224,15 @@ def test_batched_search_equals_one_beta_at_a_time(fusion):
     assert (model.val_accuracy, model.alpha, model.beta) == pytest.approx(best)
 
 
-def test_bank_views_map_train_positions_and_refuse_an_image_not_encoded():
+def test_shot_views_map_train_positions_and_refuse_an_image_not_encoded():
     views = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
-    b = cafo.Bank({}, {"clip": views}, {}, np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0), torch.zeros(9).long(), 0,
-                  rows=np.array([2, 5, 7]))
+    b = cafo.Bank({}, {"clip": features.ShotViews(views, rows=np.array([2, 5, 7]))}, {},
+                  np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0), torch.zeros(9).long(), 0)
     assert torch.equal(b.train_views("clip", [5, 7]), views[:, [1, 2]])
     with pytest.raises(ValueError, match="not among them"):
         b.train_views("clip", [5, 6])
-    full = cafo.Bank({}, {"clip": views}, {}, b.gen_images, b.gen_labels, torch.zeros(3).long(), 0)
-    assert torch.equal(full.train_views("clip", [0, 2]), views[:, [0, 2]])
+    full = features.ShotViews(views)
+    assert torch.equal(full.take([0, 2]), views[:, [0, 2]])
 
 
 def test_a_real_train_split_gets_views_of_the_drawn_shots_only(micro, tmp_path, monkeypatch):
@@ -247,8 +247,8 @@ def test_a_real_train_split_gets_views_of_the_drawn_shots_only(micro, tmp_path, 
                   progress=False)
     train = data.load("cifar10", "train", "photo")
     drawn = np.unique(np.concatenate([data.few_shot(train.labels, k, s) for k in (1, 2) for s in range(2)]))
-    assert np.array_equal(b.rows, drawn) and b.views["clip"].shape[:2] == (2, len(drawn)) < (2, len(train))
-    torch.testing.assert_close(b.views["clip"], features.augmented_features(micro, train.subset(drawn), 2, 0,
+    assert np.array_equal(b.views["clip"].rows, drawn) and b.views["clip"].views.shape[:2] == (2, len(drawn)) < (2, len(train))
+    torch.testing.assert_close(b.views["clip"].views, features.augmented_features(micro, train.subset(drawn), 2, 0,
                                                                             progress=False))
     W = heads.zero_shot_head(micro, train.classnames, prompts.PHOTO)
     grid = (torch.tensor([1.0]), torch.tensor([0.0, 1.0]))
