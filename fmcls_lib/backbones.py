@@ -36,6 +36,12 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def autocast(device) -> contextlib.AbstractContextManager:
+    """Mixed precision (bfloat16) on CUDA; nothing on the CPU, whose numbers stay float32."""
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
 @dataclass
 class CLIPBackbone:
     name: str
@@ -70,14 +76,20 @@ class CLIPBackbone:
             return x
         return torch.stack([self.preprocess(im) for im in images])
 
-    @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:
-        f = self.model.encode_image(self.prepare(images).to(self.device))
+        return self.encode_prepared(self.prepare(images))
+
+    @torch.no_grad()
+    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 features (on the CPU) of model-ready images ``x`` (:meth:`prepare` or ``preprocess``)."""
+        with autocast(self.device):
+            f = self.model.encode_image(x.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
     @torch.no_grad()
     def encode_text(self, texts) -> torch.Tensor:
-        f = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+        with autocast(self.device):
+            f = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
 
@@ -284,9 +296,14 @@ class SSLBackbone:
             return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
         return torch.stack([self.preprocess(im) for im in images])
 
-    @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:
-        f = self.model(self.prepare(images).to(self.device))
+        return self.encode_prepared(self.prepare(images))
+
+    @torch.no_grad()
+    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 features (on the CPU) of model-ready images ``x``."""
+        with autocast(self.device):
+            f = self.model(x.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
 
 
