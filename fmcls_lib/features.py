@@ -67,15 +67,7 @@ def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
     workers = min(4, os.cpu_count() or 1) if len(ds) >= LOADER_WORKERS_FROM else 0
     loader = torch.utils.data.DataLoader(ds, batch_size=min(batch_size, STREAM_BATCH), num_workers=workers,
                                          pin_memory=backbone.device.type == "cuda")
-    return torch.cat([_encode_prepared(backbone, x) for x in tqdm(loader, disable=not progress, desc=desc)])
-
-
-@torch.no_grad()
-def _encode_prepared(backbone, x: torch.Tensor) -> torch.Tensor:
-    """``backbone.encode_images`` for a batch already through ``backbone.preprocess``."""
-    model = getattr(backbone.model, "encode_image", backbone.model)  # CLIP, or an image-only (SSL) encoder
-    f = model(x.to(backbone.device, non_blocking=True))
-    return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
+    return torch.cat([backbone.encode_prepared(x) for x in tqdm(loader, disable=not progress, desc=desc)])
 
 
 def load_splits(backbone, task: str, domains, splits=("train", "val", "test"), progress=True):
