@@ -60,14 +60,32 @@ LOADER_WORKERS_FROM = 2048  # images; smaller sets decode in the main process (s
 STREAM_BATCH = 128  # images per streamed batch at most: a 224-px float batch is 77 MB, and workers keep 2 each in flight
 
 
+def loader_workers(n_images: int) -> int:
+    """DataLoader worker processes for decoding ``n_images``: none below :data:`LOADER_WORKERS_FROM` images or on a
+    2-core machine (a worker only competes with the model for the cores there), else all but one core, up to 8;
+    ``$FMCLS_WORKERS`` sets the number for large sets."""
+    if n_images < LOADER_WORKERS_FROM:
+        return 0
+    if "FMCLS_WORKERS" in os.environ:
+        return int(os.environ["FMCLS_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+def stream_loader(ds: torch.utils.data.Dataset, batch_size: int = STREAM_BATCH, batch_sampler=None):
+    """The one DataLoader of decoded images: batches of at most :data:`STREAM_BATCH` (or ``batch_sampler``'s index
+    lists), :func:`loader_workers` workers, pinned memory on CUDA."""
+    kw = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": min(batch_size, STREAM_BATCH)}
+    return torch.utils.data.DataLoader(ds, num_workers=loader_workers(len(ds)), pin_memory=torch.cuda.is_available(),
+                                       **kw)
+
+
 def _encode_stream(backbone, ds, batch_size, progress, desc) -> torch.Tensor:
     """Features of a :class:`Preprocessed` dataset, batch by batch: memory is one batch, not the split."""
     if ds.transform is None:
         raise ValueError(f"backbone {backbone.id} has no preprocess transform for the images of a real dataset")
-    workers = min(4, os.cpu_count() or 1) if len(ds) >= LOADER_WORKERS_FROM else 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=min(batch_size, STREAM_BATCH), num_workers=workers,
-                                         pin_memory=backbone.device.type == "cuda")
-    return torch.cat([backbone.encode_prepared(x) for x in tqdm(loader, disable=not progress, desc=desc)])
+    return torch.cat([backbone.encode_prepared(x) for x in tqdm(stream_loader(ds, batch_size), disable=not progress,
+                                                                  desc=desc)])
 
 
 def load_splits(backbone, task: str, domains, splits=("train", "val", "test"), progress=True):

@@ -13,7 +13,6 @@ is ever held in memory.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .backbones import autocast  # noqa: F401  (mixed precision on CUDA only; weights and landscape import it here)
 from .heads import logit_scale
 
 MODES = ("lc", "e2e")
@@ -62,40 +62,7 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def autocast(device) -> contextlib.AbstractContextManager:
-    """Mixed precision (bfloat16) on CUDA; nothing on the CPU, whose numbers stay float32."""
-    device = torch.device(device)
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------------------- streamed images
-
-def loader_workers() -> int:
-    """DataLoader worker processes for decoding: ``$FMCLS_WORKERS``, else all but one core up to 8 (none on a
-    2-core machine, where a worker only competes with the model for the cores)."""
-    if "FMCLS_WORKERS" in os.environ:
-        return int(os.environ["FMCLS_WORKERS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(8, cores - 1)
-
-
-STREAM_BATCH = 128  # images per decoded batch: 128 x 224 px float32 is 77 MB, times (2 prefetched x workers)
-WORKERS_FROM = 2048  # images: a smaller stream decodes in the main process (starting workers costs more)
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """One model-ready image per item: ``transform(PIL image)`` of the stream's ``i``-th image."""
-
-    def __init__(self, stream: "ImageStream"):
-        self.stream = stream
-
-    def __len__(self):
-        return len(self.stream)
-
-    def __getitem__(self, i):
-        s = self.stream
-        return s.transform(s.image(int(s.indices[i])).convert("RGB"))
-
 
 class ImageStream:
     """Model-ready images of a real (PIL) dataset, decoded and preprocessed (``transform``: the backbone's
@@ -110,10 +77,6 @@ class ImageStream:
         self.dataset, self.transform = dataset, transform
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
 
-    def image(self, j: int):
-        """The dataset's ``j``-th image (PIL), decoded alone (``data.RealImages``)."""
-        return self.dataset.images[j]
-
     def __len__(self):
         return len(self.indices)
 
@@ -125,16 +88,12 @@ class ImageStream:
             raise TypeError("index an ImageStream with a slice or an index array (it yields batches, not one image)")
         return ImageStream(self.dataset, self.transform, sel)
 
-    def loader(self, batch_size: int = STREAM_BATCH, batch_sampler=None) -> torch.utils.data.DataLoader:
-        kw = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
-        workers = loader_workers() if len(self) >= WORKERS_FROM else 0
-        return torch.utils.data.DataLoader(_Decoded(self), num_workers=workers, pin_memory=torch.cuda.is_available(),
-                                           persistent_workers=False, **kw)
-
-    def batches(self, batch_size: int = STREAM_BATCH, batch_sampler=None):
-        """Batches of model-ready images ``[b, 3, H, W]``, at most ``STREAM_BATCH`` at a time (in order), or the
-        index lists of ``batch_sampler``."""
-        yield from self.loader(min(batch_size, STREAM_BATCH), batch_sampler)
+    def batches(self, batch_size: int = 128, batch_sampler=None):
+        """Batches of model-ready images ``[b, 3, H, W]``, at most ``features.STREAM_BATCH`` at a time (in order), or
+        the index lists of ``batch_sampler`` (``features.stream_loader``)."""
+        from .features import Preprocessed, stream_loader
+        images = self.dataset.subset(self.indices).images  # decoded one at a time, as the loader asks for them
+        yield from stream_loader(Preprocessed(images, self.transform), batch_size, batch_sampler)
 
     def tensor(self) -> torch.Tensor:
         """All of it as one tensor: for small subsets only (250 images at 224 px: 150 MB)."""
