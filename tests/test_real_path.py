@@ -118,3 +118,16 @@ def test_lesson_runs_on_the_real_path(lesson, real_env, tmp_path, monkeypatch):
     assert record["claims"] and all(c.get("verdict") in ("shown", "refuted", "undecided") or c.get("kind") == "identity"
                                     for c in record["claims"].values())
     print(f"{lesson} on the stand-in real path: {time.time() - t0:.0f} s")
+
+
+def test_wise_ft_on_a_task_without_a_shift_domain(real_env, tmp_path, monkeypatch):
+    """EuroSAT has no shift that torchvision provides: lesson 05 says so and decides what it can (photo only)."""
+    params = course.resolve_params("05_wise_ft", "smoke", {"task": "eurosat",
+                                                          "backbone": standins.LESSON_PARAMS["backbone"]})
+    monkeypatch.setenv("FMCLS_FIGURES", str(tmp_path / "figures"))
+    course.run_lesson("05_wise_ft", params, tmp_path, progress=False)
+    record = json.loads((tmp_path / "figures" / "05_wise_ft.json").read_text())
+    assert "ood" not in record["metrics"].get("zero_shot", {})
+    assert all(c.get("verdict") in ("shown", "refuted", "undecided") or c.get("kind") == "identity"
+               for c in record["claims"].values())
+
