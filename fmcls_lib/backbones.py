@@ -42,8 +42,22 @@ def autocast(device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
+class _ImageEncoder:
+    """What every backbone does with images: ``prepare`` them (its own), then :meth:`encode_prepared`."""
+
+    def encode_images(self, images) -> torch.Tensor:
+        return self.encode_prepared(self.prepare(images))
+
+    @torch.no_grad()
+    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 features (on the CPU) of model-ready images ``x`` (:meth:`prepare` or ``preprocess``)."""
+        with autocast(self.device):
+            f = self.image_model(x.to(self.device, non_blocking=True))
+        return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
+
+
 @dataclass
-class CLIPBackbone:
+class CLIPBackbone(_ImageEncoder):
     name: str
     model: Any
     tokenizer: Any
@@ -76,15 +90,8 @@ class CLIPBackbone:
             return x
         return torch.stack([self.preprocess(im) for im in images])
 
-    def encode_images(self, images) -> torch.Tensor:
-        return self.encode_prepared(self.prepare(images))
-
-    @torch.no_grad()
-    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised float32 features (on the CPU) of model-ready images ``x`` (:meth:`prepare` or ``preprocess``)."""
-        with autocast(self.device):
-            f = self.model.encode_image(x.to(self.device, non_blocking=True))
-        return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
+    def image_model(self, x):
+        return self.model.encode_image(x)
 
     @torch.no_grad()
     def encode_text(self, texts) -> torch.Tensor:
@@ -268,7 +275,7 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
 # ----------------------------------------------------------------------------- self-supervised encoders
 
 @dataclass
-class SSLBackbone:
+class SSLBackbone(_ImageEncoder):
     """An image-only encoder (DINO-style): ``encode_images`` like a CLIP, no text tower."""
     name: str
     model: Any
@@ -296,15 +303,8 @@ class SSLBackbone:
             return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
         return torch.stack([self.preprocess(im) for im in images])
 
-    def encode_images(self, images) -> torch.Tensor:
-        return self.encode_prepared(self.prepare(images))
-
-    @torch.no_grad()
-    def encode_prepared(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised float32 features (on the CPU) of model-ready images ``x``."""
-        with autocast(self.device):
-            f = self.model(x.to(self.device, non_blocking=True))
-        return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
+    def image_model(self, x):
+        return self.model(x)
 
 
 def _timm_real(name: str, checkpoint: str | None):
