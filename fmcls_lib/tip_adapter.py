@@ -10,8 +10,11 @@ where 100 is CLIP's logit scale (``scale``: the backbone's own, see ``heads.logi
 
 ``alpha`` is the residual ratio (how much the cache adds to zero-shot CLIP), ``beta`` the sharpness of the
 affinity.  The official code uses the same two names for the same two roles (``init_alpha``,
-``init_beta``), but picks them, and Tip-Adapter-F's best epoch, on the *test* set; here every choice is
-made on a validation split, and no function on the selection path takes test data.
+``init_beta``).  Its ``main.py`` (the script the lecture links) searches alpha/beta on the validation
+features; its ``main_imagenet.py`` searches them on the test features; Tip-Adapter-F's best epoch is taken
+on test in both.  (CaFo's official code does the same and reports the better of two test-selected
+numbers.)  Here every choice is made on a validation split, and no function on the selection path takes
+test data.
 """
 from __future__ import annotations
 
