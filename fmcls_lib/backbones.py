@@ -39,7 +39,8 @@ def pick_device(device: str = "auto") -> torch.device:
 def autocast(device) -> contextlib.AbstractContextManager:
     """Mixed precision (bfloat16) on CUDA; nothing on the CPU, whose numbers stay float32."""
     device = torch.device(device)
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if native else contextlib.nullcontext()  # T4/V100: float32
 
 
 class _ImageEncoder:
@@ -147,12 +148,20 @@ def _embedded_weights(name: str, progress: bool = True, kind: str = "clip") -> t
     return final, meta["sha256"], meta
 
 
-def _network_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
-    """False at once under ``HF_HUB_OFFLINE=1``; else whether ``host`` answers within ``timeout`` seconds."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+def _network_reachable(timeout: float = 1.0) -> bool:
+    """False at once in huggingface_hub's offline mode (``HF_HUB_OFFLINE``); True behind an HTTPS proxy (a direct probe
+    would fail there although downloads work); else whether the hub's endpoint (``HF_ENDPOINT``, default
+    huggingface.co) answers within ``timeout`` seconds."""
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub
+    if hub.HF_HUB_OFFLINE:
         return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(hub.ENDPOINT)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -237,7 +246,8 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
     ``"<arch>/<tag>"`` from ``open_clip.list_pretrained()`` (open_clip resolves the tag, so its settings come with
     it: OpenAI's QuickGELU, its mean and std), ``"hf-hub:<org>/<repo>"`` (an open_clip model on the Hugging Face
     hub), or ``"<arch>@<file>"`` / ``<arch>`` with ``checkpoint=`` a local weights file (an OpenAI checkpoint needs
-    a ``-quickgelu`` arch, e.g. ``ViT-B-32-quickgelu@ViT-B-32.pt``).  Downloads need the network; without it the
+    a ``-quickgelu`` arch, e.g. ``ViT-B-32-quickgelu@open_clip_model.safetensors``; the file is a state dict or
+    open_clip's ``.safetensors``, not OpenAI's TorchScript ``.pt``).  Downloads need the network; without it the
     local Hugging Face cache is used, and a missing model fails at once with what to run.
     """
     if checkpoint is not None:
@@ -252,6 +262,7 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
         if not os.path.isfile(pretrained):
             raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist")
         sha = cache.file_sha256(pretrained)
+        online = _network_reachable()  # some architectures fetch their tokenizer or text tower from the hub
     else:
         online = _network_reachable()
         with hub_offline(not online):

@@ -90,6 +90,10 @@ def _pair(inner, what: str):
 def _task(kind: str = "dataset"):
     def check(v, p):
         from . import data
+        if isinstance(v, str) and v.startswith(data.IMAGEFOLDER):
+            if not os.path.isdir(os.path.join(v[len(data.IMAGEFOLDER):], "train")):
+                return f"'{data.IMAGEFOLDER}<root>' with an existing folder <root>/train/<class>/ ({v!r} has none)"
+            return None
         if v not in data.names():
             raise UnknownNameError(kind, v, data.names())
     return check
@@ -275,7 +279,24 @@ def resolve_params(lesson: str, param_set: str | None = None, overrides: dict | 
     merged = {**defaults, **out}
     # what was set, and the defaults whose validity depends on what was set (shots on the task's train split)
     check_values(lesson, merged, only=[k for k in merged if k in out or k in ("shots", "n_large")])
-    return out
+    return {k: _absolute(k, v) for k, v in out.items()}
+
+
+PATH_PARAMETERS = ("backbone", "task", "second_task", "prefix_task", "descriptions", "generator")
+
+
+def _absolute(name: str, v):
+    """A parameter value naming a local file or folder, made absolute: the lesson's kernel runs in ``notebooks/``,
+    not where the command was typed (``ARCH@file``, ``imagefolder:<root>``, a descriptions JSON, a generator
+    folder).  Everything else is returned as it is."""
+    if name not in PATH_PARAMETERS or not isinstance(v, str) or v.startswith("hf-hub:"):
+        return v
+    if v.startswith("imagefolder:"):
+        return "imagefolder:" + os.path.abspath(v[len("imagefolder:"):])
+    if "@" in v and os.path.isfile(v.split("@", 1)[1]):
+        arch, path = v.split("@", 1)
+        return f"{arch}@{os.path.abspath(path)}"
+    return os.path.abspath(v) if name in ("descriptions", "generator") and os.path.exists(v) else v
 
 
 def run_lesson(lesson: str, params: dict, out_dir, progress: bool = True) -> Path:

@@ -445,7 +445,8 @@ def train_ingredients(backbone, W, recipes, X, task: str, progress: bool = True,
     found = {i: cache.get("ingredients", k) for i, k in enumerate(keys)}
     todo = [i for i, d in found.items() if d is None]
     if todo:
-        shared = (from_zero_shot(backbone, W), (*X["train", "photo"], *selection_split(X)), str(cache.cache_dir()))
+        # on the CPU: a worker may see no GPU (Ray's num_gpus=0), and finetune moves the model to its device itself
+        shared = (from_zero_shot(backbone, W).cpu(), (*X["train", "photo"], *selection_split(X)), str(cache.cache_dir()))
         executors.get(executor).map(_ingredient_job, shared, [(keys[i], recipes[i]) for i in todo],
                                     desc="soup ingredients", progress=progress)
         for i in todo:

@@ -161,8 +161,9 @@ def real_guidance(pipe, images, labels, classnames, per_image: int, strength: fl
 def as_uint8(images, size: int | None = None) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` from such an array (returned as it is) or a list of PIL images (a real dataset's),
     resized bicubically to ``size`` x ``size`` (default: the first image's size)."""
-    if not isinstance(images, (list, tuple)):
+    if isinstance(images, np.ndarray) or torch.is_tensor(images):
         return np.asarray(images)
+    images = list(images)  # PIL images: a list, or a real dataset's lazily decoded sequence
     from PIL import Image
     size = size or images[0].size[0]
     return np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images])

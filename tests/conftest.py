@@ -23,7 +23,7 @@ def isolated_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro():
     from fmcls_lib import backbones
-    return backbones.load_clip("micro", progress=False)
+    return backbones.load_clip("micro", device="cpu", progress=False)  # exact float32 comparisons, also on a GPU box
 
 
 @pytest.fixture(scope="session")

@@ -67,9 +67,9 @@ def test_streamed_fine_tune_equals_the_in_memory_one(setup):
     _, X, W, model, theta_0 = setup
     (x_tr, y_tr), (x_va, y_va) = X["train", "photo"], X["val", "photo"]
     recipe = ft.Recipe(mode="e2e", epochs=1, batch_size=16, lr=1e-3, warmup_steps=1, augment=0.5)
-    streamed = ft.finetune(model, recipe, x_tr, y_tr, x_va, y_va, progress=False).state_dict
+    streamed = ft.finetune(model, recipe, x_tr, y_tr, x_va, y_va, progress=False, device="cpu").state_dict
     model.load_state_dict(theta_0)
-    in_memory = ft.finetune(model, recipe, x_tr.tensor(), y_tr, x_va.tensor(), y_va, progress=False).state_dict
+    in_memory = ft.finetune(model, recipe, x_tr.tensor(), y_tr, x_va.tensor(), y_va, progress=False, device="cpu").state_dict
     model.load_state_dict(theta_0)
     assert all(v.device.type == "cpu" for v in streamed.values())
     assert any(not torch.equal(streamed[k], theta_0[k]) for k in theta_0)
@@ -81,7 +81,7 @@ def test_wise_curve_plane_and_appendix_k_on_a_vit(setup):
     domains, X, W, model, theta_0 = setup
     x_tr, y_tr = X["train", "photo"]
     runs = [ft.finetune(model, ft.Recipe(epochs=1, batch_size=20, lr=lr, seed=s), x_tr, y_tr, *X["val", "photo"],
-                        progress=False).state_dict for s, lr in ((0, 1e-3), (1, 3e-3))]
+                        progress=False, device="cpu").state_dict for s, lr in ((0, 1e-3), (1, 3e-3))]
     model.load_state_dict(theta_0)
     Xt = {d: X["test", d][0] for d in domains}
     curve = ft.wise_curve(model, theta_0, runs[0], [0.0, 0.5, 1.0], Xt, progress=False)

@@ -57,7 +57,6 @@ def test_hub_clip_and_local_checkpoint_names(real_env, tmp_path):
     assert clip.image_size == 224 and clip.encode_text(["a cat"]).shape[-1] == standins.models.TINY_VIT_CFG["embed_dim"]
     ckpt = tmp_path / "vit.pt"
     torch.save(clip.model.state_dict(), ckpt)
-    cfg = standins.models.TINY_VIT_CFG
     assert backbones.parse_clip_name(f"ViT-B-32@{ckpt}") == ("file", "ViT-B-32", str(ckpt))
     # in a lesson: accepted with an existing file; a missing file or unknown architecture is one clear error, at once
     assert course.resolve_params("01_clip_zero_shot", None, {"backbone": f"ViT-B-32@{ckpt}"})
@@ -65,7 +64,6 @@ def test_hub_clip_and_local_checkpoint_names(real_env, tmp_path):
         course.resolve_params("01_clip_zero_shot", None, {"backbone": f"ViT-B-32@{tmp_path / 'nope.pt'}"})
     with pytest.raises(UnknownNameError, match="ViT-B-32"):
         course.resolve_params("01_clip_zero_shot", None, {"backbone": f"ViT-Q-99@{ckpt}"})
-    assert cfg["vision_cfg"]["image_size"] == 224
 
 
 def test_dino_gets_dino_normalisation(real_env):
@@ -134,3 +132,25 @@ def test_wise_ft_on_a_task_without_a_shift_domain(real_env, tmp_path, monkeypatc
     assert all(c.get("verdict") in ("shown", "refuted", "undecided") or c.get("kind") == "identity"
                for c in record["claims"].values())
 
+
+
+def test_local_paths_in_parameters_are_checked_and_made_absolute(tmp_path, monkeypatch):
+    """The kernel runs in notebooks/: a path typed relative to the shell's folder must reach it absolute; an
+    imagefolder task is accepted when its train/ folder exists, refused with what is missing otherwise."""
+    from fmcls_lib.standins import datasets as standin_data
+    standin_data.write_imagefolder(tmp_path / "folder", ("cat", "dog"), ("train", "val", "test"), per_class=2)
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    p = course.resolve_params("01_clip_zero_shot", None, {"task": "imagefolder:folder", "backbone": "ViT-B-32@ckpt.pt"})
+    assert p == {"task": f"imagefolder:{tmp_path / 'folder'}", "backbone": f"ViT-B-32@{tmp_path / 'ckpt.pt'}"}
+    with pytest.raises(course.ParameterError, match="train"):
+        course.resolve_params("01_clip_zero_shot", None, {"task": "imagefolder:nowhere"})
+
+
+def test_network_probe_trusts_a_proxy_and_respects_offline_mode(monkeypatch):
+    import huggingface_hub.constants as hub
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert backbones._network_reachable() is False   # offline mode wins, no probe
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    assert backbones._network_reachable() is True    # a direct probe would fail behind the proxy
