@@ -20,9 +20,11 @@ course: install
 	FMCLS_THREADS=2 $(PY) -m fmcls_lib course --set full
 	$(PY) -m fmcls_lib check
 
-# The whole test suite: unit tests, a papermill run, and every lesson under nbval with smoke settings.
+# The whole test suite: unit tests, a papermill run, and every lesson under nbval with smoke settings, twice: as
+# shipped (exercise stubs: "not attempted") and as the instructor version (the library's solutions filled in).
 test: install browser
-	rm -rf .smoke && $(PY) -m fmcls_lib prepare --set smoke .smoke
+	rm -rf .smoke && $(PY) -m fmcls_lib prepare --set smoke .smoke/shipped && \
+	  $(PY) -m fmcls_lib prepare --set smoke --solutions .smoke/solved
 	$(PY) -m pytest tests .smoke --nbval-lax -p no:cacheprovider
 
 # The shipped models against their recipes, and every committed record (figures/*.json) against the current code,

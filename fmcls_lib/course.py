@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import sys
@@ -263,7 +264,11 @@ def resolve_params(lesson: str, param_set: str | None = None, overrides: dict | 
     if param_set is not None:
         if param_set not in PARAM_SETS:
             raise UnknownNameError("parameter set", param_set, PARAM_SETS)
-        out.update({k: v for k, v in PARAM_SETS[param_set].items() if k in defaults})
+        chosen = PARAM_SETS[param_set]
+        # the set's values for every lesson, then its per-lesson values (``"lessons": {lesson: {...}}``: the smoke
+        # set's shorter trainings), each only where this lesson has the parameter
+        for values in (chosen, chosen.get("lessons", {}).get(lesson, {})):
+            out.update({k: v for k, v in values.items() if k in defaults})
     for k, v in (overrides or {}).items():
         if k not in defaults:
             raise UnknownNameError(f"parameter of {lesson}", k,
@@ -280,6 +285,72 @@ def resolve_params(lesson: str, param_set: str | None = None, overrides: dict | 
     # what was set, and the defaults whose validity depends on what was set (shots on the task's train split)
     check_values(lesson, merged, only=[k for k in merged if k in out or k in ("shots", "n_large")])
     return {k: _absolute(k, v) for k, v in out.items()}
+
+
+@dataclasses.dataclass
+class Run:
+    """What :func:`setup` returns to a lesson: its parameters as given (for the record), the task's domains
+    (photo first, then the distribution shifts), and a stopwatch for the record's ``timings``."""
+    lesson: str
+    params: dict
+    domains: list
+    timings: dict = dataclasses.field(default_factory=dict)
+    clock: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def shifted(self) -> bool:
+        """Whether the task has a distribution-shift domain (a real dataset may have none)."""
+        return len(self.domains) > 1
+
+    def lap(self, what: str) -> float:
+        """Seconds since the last lap (or the start), stored as ``timings[what]``."""
+        now = time.perf_counter()
+        self.timings[what] = now - self.clock - sum(self.timings.values())
+        return self.timings[what]
+
+    def record(self, metrics: dict, claims: dict, **extra):
+        """Write the lesson's record (:func:`fmcls_lib.results.write`) with the parameters as given and the
+        timings, ``total`` included (wall-clock seconds since :func:`setup`)."""
+        from . import results
+        timings = {**self.timings, "total": time.perf_counter() - self.clock}
+        return results.write(self.lesson, self.params, metrics, claims, timings=timings, **extra)
+
+
+def runtime(lesson: str) -> str:
+    """The lesson header's runtime sentence, computed from the last record of the lesson (``figures/``)."""
+    from . import results
+    try:
+        rec = results.read(lesson)
+    except FileNotFoundError:
+        return "Runtime: no recorded run of this lesson yet (`make course` writes one)."
+    total = rec.get("timings", {}).get("total")
+    if not isinstance(total, (int, float)):
+        return "Runtime: the last record of this lesson does not say how long it took."
+    parts = {k: v for k, v in rec["timings"].items() if isinstance(v, (int, float)) and k != "total" and v >= 1}
+    longest = max(parts, key=parts.get) if parts else None
+    return (f"Runtime: the last recorded run of this lesson took {total / 60:.1f} min on {rec.get('threads')} "
+            f"CPU thread(s) with {rec.get('splits')} splits" + (f", most of it in '{longest}' "
+            f"({parts[longest] / 60:.1f} min)" if longest else "") + "; cached steps make a re-run faster.")
+
+
+def setup(lesson: str, namespace: dict, seed: int = 0) -> Run:
+    """The first cell of every lesson: read the lesson's parameters from ``namespace`` (the notebook's
+    ``globals()``; only the names of its parameters cell), check them with the same rules as ``fmcls run``
+    (one clear error before any work), seed and pin threads, and shrink the evaluation splits when
+    ``smoke`` is set.  The smoke set's shorter trainings are parameters (``param_sets.json``), injected like
+    any other."""
+    from . import data, seed_everything
+
+    names = notebook_params(lesson)
+    missing = [k for k in names if k not in namespace]
+    if missing:
+        raise FmclsError(f"setup({lesson!r}): run the parameters cell first (missing {missing})")
+    params = {k: namespace[k] for k in names if k != "interactive"}
+    check_values(lesson, params)
+    seed_everything(seed)
+    if params.get("smoke"):
+        data.set_split_sizes("smoke")  # small evaluation splits (and a real dataset's train split)
+    return Run(lesson, params, list(data.domains(params["task"])))
 
 
 PATH_PARAMETERS = ("backbone", "task", "second_task", "prefix_task", "descriptions", "generator")
@@ -456,16 +527,26 @@ def write_summary(figures=None) -> Path:
     return path
 
 
-def prepare(param_set: str, out_dir, overrides: dict | None = None) -> list[Path]:
-    """Parameterised, unexecuted copies of every lesson (what nbval runs under ``make test``)."""
+def prepare(param_set: str, out_dir, overrides: dict | None = None, solutions: bool = False) -> list[Path]:
+    """Parameterised, unexecuted copies of every lesson (what nbval runs under ``make test``); with
+    ``solutions`` the instructor versions (the library's exercise solutions filled in,
+    :func:`fmcls_lib.exercises.fill_solutions`) instead of the notebooks as shipped."""
+    import tempfile
+
     import papermill
+
+    from . import exercises
 
     out = []
     for lesson in lessons():
         path = Path(out_dir) / f"{lesson}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(str(NOTEBOOKS / f"{lesson}.ipynb"), str(path),
-                                   parameters=resolve_params(lesson, param_set, overrides), prepare_only=True)
+        src = NOTEBOOKS / f"{lesson}.ipynb"
+        with tempfile.TemporaryDirectory() as tmp:
+            if solutions:
+                src = exercises.instructor_notebook(src, Path(tmp) / src.name)
+            papermill.execute_notebook(str(src), str(path), parameters=resolve_params(lesson, param_set, overrides),
+                                       prepare_only=True)
         out.append(path)
     return out
 
@@ -474,7 +555,9 @@ def add_parsers(sub):
     pp = sub.add_parser("prepare", help="write parameterised copies of the lessons (for nbval)")
     pp.add_argument("out")
     pp.add_argument("--set", dest="param_set", default="smoke", choices=sorted(PARAM_SETS))
-    pp.set_defaults(func=lambda a: print(*prepare(a.param_set, a.out), sep="\n") or 0)
+    pp.add_argument("--solutions", action="store_true",
+                    help="the instructor versions: the library's exercise solutions filled into the stubs")
+    pp.set_defaults(func=lambda a: print(*prepare(a.param_set, a.out, solutions=a.solutions), sep="\n") or 0)
     r = sub.add_parser("run", help="run one lesson with papermill, parameters validated")
     r.add_argument("lesson")
     r.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))

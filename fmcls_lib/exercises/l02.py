@@ -1,0 +1,1 @@
+"""Lesson 02 exercises (to be written)."""
