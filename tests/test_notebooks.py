@@ -132,7 +132,8 @@ def test_lesson_03_with_other_task_on_micro_models(tmp_path):
     from fmcls_lib import synthetic
     params = {"backbone": "micro", "generator": "micro", "task": "world/colors", "second_task": "world/shapes",
               "smoke": True, "seeds": 2, "interactive": False}
-    out = course.run_lesson("03_synthetic_data", course.resolve_params("03_synthetic_data", None, params), tmp_path,
+    # the smoke set's shorter trainings for this lesson (param_sets.json), then the test's own values
+    out = course.run_lesson("03_synthetic_data", course.resolve_params("03_synthetic_data", "smoke", params), tmp_path,
                             progress=False)
     rec = results.read("03_synthetic_data")
     m, c = rec["metrics"], rec["claims"]
