@@ -1,4 +1,4 @@
-"""Heads: pure functions of cached feature tensors (zero-shot, linear probe, CLIP-Adapter).
+"""Heads: pure functions of cached feature tensors (zero-shot, linear probe, CLIP-Adapter, per-class accuracy).
 
 Names follow the lecture: ``f`` image features (L2-normalised, ``[N, D]``), ``W`` the text classifier
 (``[C, D]``, one normalised class embedding per row), ``logits = scale * f @ W.T`` (CLIP: 100).
@@ -99,6 +99,14 @@ def accuracy(logits_or_pred: torch.Tensor, labels) -> float:
     return float((torch.as_tensor(pred) == torch.as_tensor(labels)).float().mean())
 
 
+def per_class_accuracy(logits_or_pred: torch.Tensor, labels, classnames) -> dict:
+    """``{class name: accuracy on the images of that class}`` (recall per class); a class without images gets
+    NaN.  ``logits_or_pred``: ``[N, C]`` logits or ``[N]`` predicted labels."""
+    pred = logits_or_pred.argmax(-1) if logits_or_pred.ndim == 2 else logits_or_pred
+    pred, labels = torch.as_tensor(pred), torch.as_tensor(labels)
+    return {c: accuracy(pred[labels == i], labels[labels == i]) for i, c in enumerate(classnames)}
+
+
 @single_threaded()
 def forward_select_templates(heads: torch.Tensor, f_val, y_val, max_templates: int | None = None):
     """Sequential forward selection of templates on validation (CLIP's prompt-engineering notebook).
@@ -182,6 +190,38 @@ def accuracies(correct: dict) -> dict:
     return with_ood({d: float(np.mean(c)) for d, c in correct.items()})
 
 
+def effective_robustness(runs, domains, seeds: int):
+    """Effective robustness (Taori et al. 2020) of the first classifier of ``runs`` as a statistic of resampled
+    test images, for ``fm.results.bootstrap``.
+
+    ``runs``: per classifier, ``{domain: bool [n] or [seeds, n]}`` (which test images it gets right): the classifier
+    measured first (zero-shot), then the reference models (the probes) whose ID-vs-OOD line is the trend.  A
+    classifier with one run (no draw, like zero-shot) counts ``seeds`` times, so that every classifier's point is the
+    mean over its runs.  Returns ``statistic(*idx, axis=-1)``: the first classifier's OOD accuracy (mean over the
+    non-photo domains) minus the least-squares trend of the others at its photo accuracy, on the test images indexed
+    by ``idx`` (one index array per domain, ``[..., n_domain]``: one resample per row).
+    """
+    n = {d: np.asarray(runs[0][d]).shape[-1] for d in domains}
+    shifts = [d for d in domains if d != "photo"]
+
+    def per_run(r, d):
+        return np.asarray(r[d], dtype=np.int64).reshape(-1, n[d])
+
+    # per image and domain: how many of a classifier's `seeds` runs got it right (integers: every resample is exact)
+    hits = {d: np.stack([per_run(r, d).sum(0) * (seeds // len(per_run(r, d))) for r in runs]) for d in domains}
+
+    def statistic(*idx, axis=-1):
+        acc = {}
+        for d, i in zip(domains, idx):
+            counts = np.stack([np.bincount(r, minlength=n[d]) for r in i.reshape(-1, n[d]).astype(int)])
+            acc[d] = (hits[d] @ counts.T / (seeds * n[d])).reshape(len(runs), *i.shape[:-1])
+        x, t = acc["photo"], np.mean([acc[d] for d in shifts], 0)
+        slope = ((x[1:] - x[1:].mean(0)) * (t[1:] - t[1:].mean(0))).sum(0) / ((x[1:] - x[1:].mean(0)) ** 2).sum(0)
+        return t[0] - (t[1:].mean(0) + slope * (x[0] - x[1:].mean(0)))
+
+    return statistic
+
+
 def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "photo",
                 return_correct: bool = False):
     """k-shot linear probes: ``{k: {domain or "ood": [test accuracy per seed]}}``.
@@ -250,26 +290,50 @@ def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: f
     return Fit(best_epoch, best_acc, history, time.perf_counter() - t0, epochs)
 
 
+def clip_adapter_logits(f, W, A_v, alpha: float, A_t=None, beta: float = 0.0,
+                        scale: float = LOGIT_SCALE) -> torch.Tensor:
+    """CLIP-Adapter's logits (Gao et al. 2021, eqs. 2-4; the lecture's slide "Comparison with CLIP-Adapter"):
+
+        f* = alpha * A_v(f) + (1 - alpha) * f,    W* = beta * A_t(W) + (1 - beta) * W,
+        logits = scale * norm(f*) @ norm(W*).T
+
+    (rows normalised, as CLIP compares unit vectors).  Without a text adapter (``A_t=None`` or ``beta=0``)
+    ``W`` is used as given: the visual adapter alone, the library's default."""
+    x = alpha * A_v(f) + (1 - alpha) * f
+    if A_t is not None and beta:
+        W = F.normalize(beta * A_t(W) + (1 - beta) * W, dim=-1)
+    return scale * F.normalize(x, dim=-1) @ W.T
+
+
+def _bottleneck(dim: int, reduction: int) -> torch.nn.Sequential:
+    """CLIP-Adapter's adapter: Linear(dim, dim / reduction) - ReLU - Linear(dim / reduction, dim) - ReLU."""
+    return torch.nn.Sequential(torch.nn.Linear(dim, dim // reduction, bias=False), torch.nn.ReLU(),
+                               torch.nn.Linear(dim // reduction, dim, bias=False), torch.nn.ReLU())
+
+
 class ClipAdapter(torch.nn.Module):
-    """CLIP-Adapter (Gao et al. 2021) on image features: a residual bottleneck MLP,
-    ``f' = ratio * MLP(f) + (1 - ratio) * f``, then the zero-shot classifier ``scale * norm(f') W^T``."""
+    """CLIP-Adapter (Gao et al. 2021): residual bottleneck MLPs on the features (:func:`clip_adapter_logits`).
+
+    ``ratio`` is the slide's alpha (visual adapter ``mlp`` = A_v); ``text_ratio`` the slide's beta: 0 (the
+    default) builds no text adapter, > 0 adds ``text_mlp`` = A_t on the classifier rows ``W``."""
 
     def __init__(self, dim: int, W: torch.Tensor, ratio: float = 0.2, reduction: int = 4,
-                 scale: float = LOGIT_SCALE):
+                 scale: float = LOGIT_SCALE, text_ratio: float = 0.0):
         super().__init__()
-        self.ratio, self.scale = ratio, scale
+        self.ratio, self.scale, self.text_ratio = ratio, scale, text_ratio
         self.register_buffer("W", W)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim // reduction, bias=False), torch.nn.ReLU(),
-                                       torch.nn.Linear(dim // reduction, dim, bias=False), torch.nn.ReLU())
+        self.mlp = _bottleneck(dim, reduction)
+        # drawn after A_v, and only when asked for: the visual-only adapter's initialisation stays what it was
+        self.text_mlp = _bottleneck(W.shape[1], reduction) if text_ratio else None
 
     def forward(self, f):
-        x = self.ratio * self.mlp(f) + (1 - self.ratio) * f
-        return self.scale * F.normalize(x, dim=-1) @ self.W.T
+        return clip_adapter_logits(f, self.W, self.mlp, self.ratio, self.text_mlp, self.text_ratio, self.scale)
 
 
 def clip_adapter(views, y_train, W, f_val, y_val, ratio: float = 0.2, epochs: int = 200, lr: float = 1e-3,
-                 scale: float = LOGIT_SCALE, seed: int = 0) -> tuple[ClipAdapter, Fit]:
-    """Train a CLIP-Adapter on augmented views ``[E, N, D]``; the epoch is chosen on validation."""
+                 scale: float = LOGIT_SCALE, seed: int = 0, text_ratio: float = 0.0) -> tuple[ClipAdapter, Fit]:
+    """Train a CLIP-Adapter on augmented views ``[E, N, D]``; the epoch is chosen on validation.
+    ``text_ratio`` > 0 trains a text adapter too (the slide's beta; default 0: the visual adapter alone)."""
     torch.manual_seed(seed)
-    model = ClipAdapter(views.shape[-1], W, ratio, scale=scale)
+    model = ClipAdapter(views.shape[-1], W, ratio, scale=scale, text_ratio=text_ratio)
     return model, train_on_views(model, model, views, y_train, f_val, y_val, epochs=epochs, lr=lr, seed=seed)

@@ -12,8 +12,9 @@ where 100 is CLIP's logit scale (``scale``: the backbone's own, see ``heads.logi
 affinity.  The official code uses the same two names for the same two roles (``init_alpha``,
 ``init_beta``).  Its ``main.py`` (the script the lecture links) searches alpha/beta on the validation
 features; its ``main_imagenet.py`` searches them on the test features; Tip-Adapter-F's best epoch is taken
-on test in both.  (CaFo's official code does the same and reports the better of two test-selected
-numbers.)  Here every choice is made on a validation split, and no function on the selection path takes
+on test in both (and ``main.py`` prints the larger of two test accuracies: the best epoch's, and the one after
+its validation search).  CaFo's official code does the same and reports the better of two test-selected
+numbers.  Here every choice is made on a validation split, and no function on the selection path takes
 test data.
 """
 from __future__ import annotations
