@@ -180,14 +180,6 @@ def fit(views: list, y_train, W, feats_val: list, y_val, fusion: str = "adaptive
     return search(model, feats_val, y_val, *(grid if grid is not None else (None, None)))
 
 
-def per_class_accuracy(logits: torch.Tensor, y, classnames) -> dict:
-    """``{class name: accuracy}`` of ``logits`` [N, C] on the images of each class (labels ``y`` [N]); a class
-    without an image gets NaN."""
-    y = torch.as_tensor(y)
-    pred = logits.argmax(1)
-    return {c: float((pred[y == i] == i).float().mean()) for i, c in enumerate(classnames)}
-
-
 def accuracy_of(model: CaFo, feats: list, y) -> float:
     with torch.no_grad():
         return accuracy(model.logits(feats), y)

@@ -256,16 +256,3 @@ def test_a_real_train_split_gets_views_of_the_drawn_shots_only(micro, tmp_path, 
     assert 0.0 <= acc["photo"] <= 1.0
     with pytest.raises(ValueError, match="not among them"):
         cafo.run(b, W, 4, seed=0, finetune=False, grid=grid)
-
-
-def test_per_class_accuracy_is_each_class_share_of_right_predictions():
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])
-    y = torch.tensor([0, 1, 1, 2, 2])
-    acc = cafo.per_class_accuracy(logits, y, ["a", "b", "c"])
-    assert acc == {"a": 1.0, "b": 0.5, "c": 0.5}
-    assert np.isnan(cafo.per_class_accuracy(logits[:2], y[:2], ["a", "b", "c"])["c"])  # no image of class c
-    # the mean over classes of balanced classes is the accuracy
-    f, W = F.normalize(torch.randn(40, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
-    yb = torch.arange(4).repeat(10)
-    lg = heads.logits(f, W)
-    assert np.mean(list(cafo.per_class_accuracy(lg, yb, "wxyz").values())) == pytest.approx(heads.accuracy(lg, yb))
