@@ -275,3 +275,24 @@ def table(claims: dict):
     return pd.DataFrame({k: {"verdict": c.get("verdict"), "test": c.get("test", "identity"),
                              "effect": c.get("effect"), "p": c.get("p"), "evidence": c["evidence"]}
                          for k, c in claims.items()}).T
+
+
+SAY = {"shown": "shown", "refuted": "refuted (the opposite holds)", "undecided": "not decided by this test",
+       "checked": "checked", "identity": "an identity (asserted)"}
+
+
+def in_lecture_order(claims: dict, lecture: dict) -> dict:
+    """The claims named in ``lecture`` (claim -> the lecture's sentence) in its order, then any others."""
+    return {**{k: claims[k] for k in lecture if k in claims}, **{k: c for k, c in claims.items() if k not in lecture}}
+
+
+def explain(claims: dict, lecture: dict) -> None:
+    """Print each claim of ``lecture`` (claim -> the lecture's sentence) that was tested, in the lecture's words:
+    its verdict, effect, p-value and test."""
+    for name, text in lecture.items():
+        if name not in claims:
+            continue
+        c = claims[name]
+        p = "n/a" if c.get("p") is None else f"{c['p']:.2g}"
+        effect = "" if c.get("effect") is None else f"effect {c['effect']:+.3f}, "
+        print(f"{text}: {SAY.get(c.get('verdict'), c.get('verdict'))} ({effect}p = {p}; {c.get('test', 'identity')}).")
