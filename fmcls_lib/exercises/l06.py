@@ -24,10 +24,11 @@ class _HeldOut:
     def __call__(self, sd):
         return float(((self.x @ sd["w"].T).argmax(1) == self.y).double().mean())
 
-    def ingredients(self, n, seed, scale=1.5):
+    def ingredients(self, seed, scales=(1.0, 1.0, 1.0, 3.0, 1.0, 3.0)):
+        """``w*`` plus noise of each scale (averaging removes some of it; the noisiest ones spoil a soup)."""
         g = _gen(seed)
-        return [{"w": self.w_star + scale * torch.rand(()).item() * torch.randn(self.w_star.shape, generator=g),
-                 "b": torch.randn(3, generator=g)} for _ in range(n)]
+        return [{"w": self.w_star + s * torch.randn(self.w_star.shape, generator=g), "b": torch.randn(3, generator=g)}
+                for s in scales]
 
     def __repr__(self):
         return "held_out"
@@ -50,12 +51,12 @@ def _greedy_reference(thetas, held_out):
 
 
 def _greedy_cases():
-    h0, h1, h2 = _HeldOut(0), _HeldOut(1), _HeldOut(2)
-    same = h2.ingredients(1, 22)
-    return [Case((h0.ingredients(6, 20), h0), "6 random ingredients"),
-            Case((h1.ingredients(8, 21, scale=3.0), h1), "8 noisier ingredients"),
-            Case((same * 4, h2), "4 identical ingredients (every soup ties with the best: all are kept)"),
-            Case((h0.ingredients(1, 23), h0), "a single ingredient")]
+    h = _HeldOut(0)
+    return [Case((h.ingredients(1), h), "6 ingredients (3 kept)"),
+            Case((h.ingredients(3), h), "6 ingredients (4 kept)"),
+            Case((h.ingredients(4), h), "6 ingredients, the best alone not first"),
+            Case((h.ingredients(2, (1.0,)) * 4, h), "4 identical ingredients (every soup ties with the best: all are kept)"),
+            Case((h.ingredients(5, (1.0,)), h), "a single ingredient")]
 
 
 def _unsorted(thetas, held_out):
