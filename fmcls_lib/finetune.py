@@ -577,3 +577,84 @@ def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str
         c = score(child)
         out[int(k)] = {"parent": parent, "child": c, "average": avg, "barrier": (parent + c) / 2 - avg}
     return out
+
+
+# ------------------------------------------------------------------------------ lesson 05: WiSE-FT's evaluation
+
+def head_logits(f: torch.Tensor, state_dict: dict) -> torch.Tensor:
+    """The classifier's linear head on normalised features ``f``: ``f W^T + b`` with the head of ``state_dict``."""
+    return f @ state_dict["head.weight"].T + state_dict["head.bias"]
+
+
+class WiseLogits:
+    """``wise_logits(mode, run, alpha, split="test", subset=False)`` -> ``{domain: logits}`` of WiSE-FT between
+    ``theta_0`` and the fine-tune ``run`` (a :class:`Result`) at ``alpha``, every model evaluated at most once.
+
+    ``images[split]`` / ``feats[split]``: ``{domain: images}`` and ``theta_0``'s encoder features on them;
+    ``sub[domain]``: the indices of a fixed test subset (``subset=True``).  Alpha 0 is the zero-shot head on the
+    features; LC (``mode == "lc_ft"``) shares ``theta_0``'s encoder, so its WiSE-FT is the output-space ensemble
+    of the two heads (no forward pass); E2E loads the mixed weights into ``model`` (the full split, or only the
+    subset's images when only the subset is asked for)."""
+
+    def __init__(self, model: ImageClassifier, theta_0: dict, images: dict, feats: dict, sub: dict):
+        self.model, self.theta_0, self.images, self.feats, self.sub = model, theta_0, images, feats, sub
+        self.zero_shot = {s: {d: head_logits(f, theta_0) for d, f in fs.items()} for s, fs in feats.items()}
+        self.evaluated = {}  # (mode, recipe, alpha, split[, "subset"]) -> {domain: logits}
+
+    def __call__(self, m: str, run, al: float, split: str = "test", subset: bool = False) -> dict:
+        from .weights import output_ensemble, wise
+
+        key = (m, tuple(sorted(run.recipe.items())), al, split)
+        if al == 0:
+            lg = self.zero_shot[split]
+        elif m == "lc_ft":  # one encoder: the output-space ensemble
+            lg = {d: output_ensemble([self.zero_shot[split][d], head_logits(f, run.state_dict)], [1 - al, al])
+                  for d, f in self.feats[split].items()}
+        elif key in self.evaluated or not subset:
+            if key not in self.evaluated:
+                self.evaluated[key] = logits_of(self.model, wise(self.theta_0, run.state_dict, al), self.images[split])
+            lg = self.evaluated[key]
+        else:  # only the subset is needed: evaluate just those images
+            if key + ("subset",) not in self.evaluated:
+                self.evaluated[key + ("subset",)] = logits_of(
+                    self.model, wise(self.theta_0, run.state_dict, al),
+                    {d: x[self.sub[d]] for d, x in self.images[split].items()})
+            return self.evaluated[key + ("subset",)]
+        return {d: v[self.sub[d]] for d, v in lg.items()} if subset else lg
+
+
+def margin(logits: torch.Tensor) -> torch.Tensor:
+    """Per image: the largest logit minus the second largest (how confident the prediction is)."""
+    top = logits.topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def complementarity(z: torch.Tensor, f1: torch.Tensor, mix: torch.Tensor, y: torch.Tensor) -> dict:
+    """WiSE-FT's "zero-shot and fine-tuned models are complementary", from the logits of the zero-shot model
+    ``z``, the fine-tuned model ``f1`` and their mix ``mix`` (alpha = 0.5) on the same images with labels ``y``.
+
+    ``diversity``: the share of images where the two models disagree and one of them is right; ``disagree``: where
+    they disagree at all.  Among the disagreements, the mix either follows zero-shot ("zero-shot overrides") or
+    the fine-tuned model ("zero-shot is overridden"): for each, the share of disagreements and the mean margin
+    (:func:`margin`) of the zero-shot and of the fine-tuned model, under keys ``(case, quantity)``."""
+    pz, pf, pm = z.argmax(1), f1.argmax(1), mix.argmax(1)
+    disagree = pz != pf
+    out = {"diversity": float((disagree & ((pz == y) | (pf == y))).float().mean()),
+           "disagree": float(disagree.float().mean())}
+    cases = (("zero-shot overrides", disagree & (pm == pz)), ("zero-shot is overridden", disagree & (pm == pf)))
+    for case, which in cases:
+        out[case, "share of disagreements"] = float(which.sum() / disagree.sum())
+        out[case, "zero-shot margin"] = float(margin(z)[which].mean())
+        out[case, "fine-tuned margin"] = float(margin(f1)[which].mean())
+    return out
+
+
+def complementarity_table(per_seed: list):
+    """The mean over seeds of :func:`complementarity`'s per-case quantities: a DataFrame with one row per case
+    ("zero-shot overrides", "zero-shot is overridden") and one column per quantity."""
+    import pandas as pd
+
+    cases = ("zero-shot overrides", "zero-shot is overridden")
+    quantities = ("share of disagreements", "zero-shot margin", "fine-tuned margin")
+    return pd.DataFrame({case: {q: float(np.mean([p[case, q] for p in per_seed])) for q in quantities}
+                         for case in cases}).T

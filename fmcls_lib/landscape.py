@@ -83,6 +83,14 @@ def evaluate(model, state_dict, x, y, x_bn=None) -> tuple[float, float]:
     return float((out.argmax(1) != y).float().mean()), float(F.cross_entropy(out, y))
 
 
+def point_errors(model, points: dict, x, y, x_bn=None) -> dict:
+    """``{name: error}`` of each state dict in ``points`` under the plane's convention: BatchNorm statistics
+    recomputed on ``x_bn`` (as at every grid point of :func:`plane_grid`), error on ``(x, y)``.  A model that lies
+    on the plane gets the value the contour shows at its projection; a soup's own averaged BatchNorm statistics
+    (what a held-out accuracy without ``x_bn`` uses) may give another."""
+    return {name: evaluate(model, sd, x, y, x_bn)[0] for name, sd in points.items()}
+
+
 def grid_loop(model, pl: Plane, xs, ys, x, y, x_bn=None, progress: bool = True):
     """Error and loss on the grid, one ``load_state_dict`` (+ ``update_bn``) per point: ``[len(ys), len(xs)]``."""
     err = torch.zeros(len(ys), len(xs))

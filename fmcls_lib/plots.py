@@ -241,3 +241,40 @@ def approximation_scatter(panels: dict, title: str = "soup - ensemble loss: appr
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def hyperparameter_arrows(sweep: dict, zero_shot: dict, ood: str = "ood", ax=None,
+                          title="fine-tuned (square) -> WiSE-FT alpha=0.5 (circle)"):
+    """WiSE-FT's "Comparison with Individual Fine-tuned Models": per fine-tune of ``sweep`` (name -> {alpha:
+    {domain: accuracy}} at alpha 1 and 0.5) an arrow from the fine-tuned model (square) to its WiSE-FT at
+    alpha = 0.5 (circle) in the (photo, ``ood``) plane; ``zero_shot`` ({domain: accuracy}) as a star.
+    ``ood="photo"`` (a task without a shift domain) puts photo on both axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (name, r) in enumerate(sweep.items()):
+        c = sns.color_palette("Dark2", 8)[i % 8]
+        ax.annotate("", xy=(r[0.5]["photo"], r[0.5][ood]), xytext=(r[1.0]["photo"], r[1.0][ood]),
+                    arrowprops={"arrowstyle": "->", "color": c})
+        ax.scatter(r[1.0]["photo"], r[1.0][ood], marker="s", color=c, label=name)
+        ax.scatter(r[0.5]["photo"], r[0.5][ood], marker="o", color=c)
+    ax.scatter(zero_shot["photo"], zero_shot[ood], marker="*", s=200, color=color("zero_shot"), label="zero-shot")
+    ax.set(xlabel="ID (photo test)", ylabel="OOD (mean of shifts)" if ood != "photo" else "photo test (no shift domain)",
+           title=title)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax.figure
+
+
+def alpha_paths(paths: dict, alphas, ax=None, ylabel="photo validation accuracy", title=""):
+    """Accuracy along alpha for several fine-tunes, each repeated over seeds: ``paths``: name -> (colour,
+    [per seed: {alpha: accuracy}]); the line is the mean over seeds, the band its 95 % interval."""
+    from .finetune import mean_ci
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.2))
+    for name, (c, vs) in paths.items():
+        mean, half = zip(*[mean_ci([v[al] for v in vs]) for al in alphas])
+        ax.plot(alphas, mean, marker=".", color=c, label=name)
+        ax.fill_between(alphas, np.subtract(mean, half), np.add(mean, half), color=c, alpha=0.15, lw=0)
+    ax.set(xlabel="alpha (0 = zero-shot, 1 = fine-tuned)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return ax.figure

@@ -67,6 +67,15 @@ def wise(theta_0: dict, theta_1: dict, alpha: float, extrapolate: bool = False) 
     return combine([theta_0, theta_1], [1.0 - alpha, alpha])
 
 
+def output_ensemble(logits, coeffs) -> torch.Tensor:
+    """Output-space ensemble ``sum_i coeffs[i] * logits[i]`` (WiSE-FT's ``(1 - alpha) f(x, theta_0) + alpha f(x, theta_1)``;
+    for LC fine-tuning, where the encoder is shared, it equals the weight-space ensemble exactly)."""
+    logits, coeffs = list(logits), [float(c) for c in coeffs]
+    if len(logits) != len(coeffs) or not logits:
+        raise ValueError(f"need one coefficient per logits tensor; got {len(logits)} and {len(coeffs)}")
+    return sum(c * lg for c, lg in zip(coeffs, logits))
+
+
 # --------------------------------------------------------------------------- model soups
 
 def uniform_soup(state_dicts) -> dict:

@@ -120,3 +120,18 @@ def test_plane_grid_frames_every_point_and_matches_the_loop(three):
         assert xs[0] < px < xs[-1] and ys[0] < py < ys[-1]
     pl = landscape.plane(t0, t1, t2, [k for k, _ in model.named_parameters()])
     assert torch.equal(err, landscape.grid_loop(model, pl, xs, ys, x, y, x[:8], progress=False)[0])
+
+
+def test_point_errors_equal_the_contour_at_each_models_projection(three):
+    # issue 15: the printed errors of the plane's models must be what the contour shows at their projections
+    model, (t0, t1, t2) = three
+    g = torch.Generator().manual_seed(3)
+    x, y, x_bn = torch.randn(12, 3, 32, 32, generator=g), torch.randint(0, 5, (12,), generator=g), torch.randn(8, 3, 32, 32, generator=g)
+    mid = {k: (a + b) / 2 if a.is_floating_point() else a for k, a, b in zip(t1, t1.values(), t2.values())}
+    points = {"0": t0, "1": t1, "2": t2, "mid": mid}
+    pl = landscape.plane(t0, t1, t2, [k for k, _ in model.named_parameters()])
+    errs = landscape.point_errors(model, points, x, y, x_bn)
+    for name, (px, py) in {n: pl.project(sd) for n, sd in points.items()}.items():
+        assert errs[name] == landscape.grid_loop(model, pl, [px], [py], x, y, x_bn, progress=False)[0].item(), name
+    # without recomputed statistics the soup keeps its own averaged running statistics: another convention
+    assert landscape.point_errors(model, {"mid": mid}, x, y)["mid"] == landscape.evaluate(model, mid, x, y)[0]
