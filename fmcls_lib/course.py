@@ -345,7 +345,7 @@ def setup(lesson: str, namespace: dict, seed: int = 0) -> Run:
     missing = [k for k in names if k not in namespace]
     if missing:
         raise FmclsError(f"setup({lesson!r}): run the parameters cell first (missing {missing})")
-    given = {k: namespace[k] for k in names if k != "interactive"}
+    given = {k: namespace[k] for k in names}
     check_values(lesson, given)
     params = {k: v for k, v in given.items() if k not in provenance.NOT_RECORDED}  # as records keep them
     seed_everything(seed)

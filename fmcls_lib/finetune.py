@@ -629,6 +629,9 @@ def margin(logits: torch.Tensor) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
+COMPLEMENTARITY_CASES = ("zero-shot overrides", "zero-shot is overridden")  # among disagreements: the mix follows
+
+
 def complementarity(z: torch.Tensor, f1: torch.Tensor, mix: torch.Tensor, y: torch.Tensor) -> dict:
     """WiSE-FT's "zero-shot and fine-tuned models are complementary", from the logits of the zero-shot model
     ``z``, the fine-tuned model ``f1`` and their mix ``mix`` (alpha = 0.5) on the same images with labels ``y``.
@@ -641,8 +644,7 @@ def complementarity(z: torch.Tensor, f1: torch.Tensor, mix: torch.Tensor, y: tor
     disagree = pz != pf
     out = {"diversity": float((disagree & ((pz == y) | (pf == y))).float().mean()),
            "disagree": float(disagree.float().mean())}
-    cases = (("zero-shot overrides", disagree & (pm == pz)), ("zero-shot is overridden", disagree & (pm == pf)))
-    for case, which in cases:
+    for case, which in zip(COMPLEMENTARITY_CASES, (disagree & (pm == pz), disagree & (pm == pf))):
         out[case, "share of disagreements"] = float(which.sum() / disagree.sum())
         out[case, "zero-shot margin"] = float(margin(z)[which].mean())
         out[case, "fine-tuned margin"] = float(margin(f1)[which].mean())
@@ -654,7 +656,6 @@ def complementarity_table(per_seed: list):
     ("zero-shot overrides", "zero-shot is overridden") and one column per quantity."""
     import pandas as pd
 
-    cases = ("zero-shot overrides", "zero-shot is overridden")
     quantities = ("share of disagreements", "zero-shot margin", "fine-tuned margin")
     return pd.DataFrame({case: {q: float(np.mean([p[case, q] for p in per_seed])) for q in quantities}
-                         for case in cases}).T
+                         for case in COMPLEMENTARITY_CASES}).T

@@ -73,6 +73,25 @@ class Result:
 REGISTRY: dict[str, Exercise] = {}
 
 
+# ----------------------------------------------------------------------------- fixed-seed inputs for the cases
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, seed: int, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(*shape, generator=gen(seed))
+
+
+def unit(*shape, seed: int) -> torch.Tensor:
+    """Random rows of unit length (like CLIP's normalised features)."""
+    return torch.nn.functional.normalize(randn(*shape, seed=seed), dim=-1)
+
+
+def labels(n: int, classes: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, classes, (n,), generator=gen(seed))
+
+
 def register(ex: Exercise) -> Exercise:
     if ex.name in REGISTRY:
         raise ValueError(f"exercise {ex.name!r} is registered twice")

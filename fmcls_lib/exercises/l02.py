@@ -5,15 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, tip_adapter
-from . import Case, Exercise, register
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _unit(*shape, seed):
-    return F.normalize(torch.randn(*shape, generator=_gen(seed)), dim=-1)
+from . import Case, Exercise, register, unit as _unit
 
 
 def _cache(n_per_class, C, D, seed):

@@ -5,20 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import cafo
-from . import Case, Exercise, register
-
-
-def _unit(*shape, seed):
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
-
-
-def _randn(*shape, seed, scale=1.0):
-    return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+from . import Case, Exercise, register, labels as _labels, randn as _randn, unit as _unit
 
 
 def _onehot(n, C, seed):
-    y = torch.randint(0, C, (n,), generator=torch.Generator().manual_seed(seed))
-    return F.one_hot(y, C).float()
+    return F.one_hot(_labels(n, C, seed), C).float()
 
 
 def cache_logits(f, F_train, L_onehot, beta):
