@@ -150,6 +150,31 @@ def above(c, rate: float, what: str = "") -> dict:
                   n=int(c.size))
 
 
+def correlation(x, y, what: str = "") -> dict:
+    """"``x`` and ``y`` rise together" over paired values (angle and gain per pair of models, approximation and
+    measurement): Pearson's r and its p-value (``scipy.stats.pearsonr``); undecided with fewer than three points
+    or a constant variable."""
+    from scipy.stats import pearsonr
+
+    test = "Pearson r (scipy.stats.pearsonr)"
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return _claim(0.0, 1.0, test, f"{what}too few points", n=len(x))
+    r = pearsonr(x, y)
+    return _claim(r.statistic, r.pvalue, test, f"{what}r = {r.statistic:+.3f} over {len(x)} points", n=len(x))
+
+
+def signed_rank(a, b, what: str = "") -> dict:
+    """"``a`` exceeds ``b``" over paired values that are not images (one accuracy per pair of models): the mean
+    difference and the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``); p = 1 when no pair differs."""
+    from scipy.stats import wilcoxon
+
+    d = np.subtract(a, b)
+    p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) and len(d) > 1 else 1.0
+    return _claim(d.mean(), p, "Wilcoxon signed-rank over pairs (scipy.stats.wilcoxon)",
+                  f"{what}{np.mean(a):.3f} vs {np.mean(b):.3f}, mean over {len(d)} pairs "
+                  f"({int((d > 0).sum())} above, {int((d < 0).sum())} below)", n=len(d))
+
+
 def over_seeds(values, what: str = "", unit: str = "") -> dict:
     """"The quantity is positive", measured once per seed (``values``): one-sample t-test, 95 % interval."""
     from scipy.stats import ttest_1samp

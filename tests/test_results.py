@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from fmcls_lib import results
 
@@ -117,3 +118,27 @@ def test_write_refuses_claims_without_verdict_and_keeps_timings_apart(tmp_path):
     rec = results.read("01_clip_zero_shot", tmp_path)
     assert p.exists() and rec["timings"] == {"fit": 1.23} and rec["verdicts"]["shown"] == 1
     assert len(rec["fingerprint"]) == 16 and rec["threads"] >= 1 and rec["splits"] in ("full", "smoke")
+
+
+def test_correlation_is_pearsons_r_and_undecided_on_too_few_or_constant_points():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = 0.8 * x + rng.normal(scale=0.5, size=30)
+    c = results.correlation(x, y, "toy: ")
+    r = np.corrcoef(x, y)[0, 1]   # independent of scipy: Pearson's r from numpy
+    t = r * np.sqrt(28 / (1 - r ** 2))
+    assert c["effect"] == pytest.approx(r) and c["verdict"] == "shown" and c["n"] == 30
+    assert c["p"] == pytest.approx(2 * stats.t.sf(abs(t), 28), rel=1e-6)
+    assert results.correlation(x, -y)["verdict"] == "refuted"
+    for few in ((x[:2], y[:2]), (np.ones(5), y[:5])):
+        assert results.correlation(*few)["verdict"] == "undecided"
+
+
+def test_signed_rank_is_wilcoxon_over_pairs():
+    a = np.array([0.81, 0.79, 0.84, 0.80, 0.83, 0.82, 0.85, 0.78])
+    b = a - np.array([0.01, 0.02, 0.015, 0.005, 0.03, 0.025, 0.012, 0.018])
+    c = results.signed_rank(a, b)
+    assert c["effect"] == pytest.approx(np.mean(a - b)) and c["n"] == 8 and c["verdict"] == "shown"
+    assert c["p"] == pytest.approx(2 / 2 ** 8)   # all 8 differences positive: exact two-sided p = 2 / 2^8
+    assert "8 above, 0 below" in c["evidence"]
+    assert results.signed_rank(a, a)["verdict"] == "undecided" and results.signed_rank(a, a)["p"] == 1.0
