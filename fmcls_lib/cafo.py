@@ -28,20 +28,6 @@ from .tip_adapter import build_cache, official_grid
 FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
 
 
-def expand(images: np.ndarray, labels, pipe, classnames, k_prime: int, guidance_scale: float = 4.0,
-           num_inference_steps: int = 25, seed: int = 0, progress: bool = True):
-    """N-way K-shot -> N-way (K + K')-shot: ``k_prime`` images per class generated from
-    ``"a photo of a [CLASS]."`` appended to the real shots.  Returns ``(images, labels, is_generated)``."""
-    from . import synthetic
-    if k_prime == 0:
-        return images, np.asarray(labels), np.zeros(len(labels), bool)
-    prompts, plabels = synthetic.basic_prompts(classnames)
-    gen, glabels = synthetic.generate(pipe, prompts, plabels, per_prompt=k_prime, guidance_scale=guidance_scale,
-                                      num_inference_steps=num_inference_steps, seed=seed, progress=progress)
-    return (np.concatenate([images, gen]), np.concatenate([np.asarray(labels), glabels]),
-            np.r_[np.zeros(len(labels), bool), np.ones(len(glabels), bool)])
-
-
 def cache_logits(f: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, beta: float) -> torch.Tensor:
     """``exp(-beta (1 - f keys^T)) values``: a cache model's logits (Tip-Adapter's affinity)."""
     return torch.exp(-beta * (1 - f @ keys.T)) @ values
@@ -250,6 +236,31 @@ def _expanded_views(b: Bank, enc: str, shots: int, k_prime: int, seed: int):
     return v, y
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """One CaFo configuration (:func:`run`)."""
+    accuracy: dict  # domain (and "ood") -> test accuracy
+    model: CaFo
+    seconds: float  # training and selection
+    correct: dict  # domain -> bool [n]: which test images it gets right (fm.results.correct)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """An ablation table (:func:`ablation`), on the photo test images."""
+    accuracy: dict  # row -> shots -> [accuracy per seed]
+    correct: dict  # row -> shots -> bool [seeds, n]
+
+
+@dataclass(frozen=True)
+class AgainstTipAdapter:
+    """The Figure-5 analogue (:func:`against_tip_adapter`)."""
+    curves: dict  # method -> shots -> [photo test accuracy per seed]
+    seconds: dict  # method -> [training seconds per seed at the largest shot count]
+    by_domain: dict  # "tip_adapter_f" / "cafo" -> domain -> [accuracy per seed] at the largest shot count
+    correct: dict  # method -> shots -> bool [seeds, n] on the photo test images
+
+
 def _digest(*tensors) -> str:
     import hashlib
     h = hashlib.sha1()
@@ -261,11 +272,9 @@ def _digest(*tensors) -> str:
 @single_threaded()
 def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fusion: str = "adaptive",
         finetune: bool = True, epochs: int = 20, grid=None, scale: float = LOGIT_SCALE, seed: int = 0,
-        domains=None, memo: dict | None = None) -> tuple[dict, CaFo, float, dict]:
+        domains=None, memo: dict | None = None) -> RunResult:
     """One CaFo configuration: caches of ``encoders`` on K real shots (drawn with ``seed``) + ``k_prime``
-    generated images per class, text classifier ``W``; everything selected on photo validation.  Returns
-    ``(test accuracy per domain, model, seconds, correct)`` with ``correct[domain]`` = bool ``[n]``, which test
-    images it gets right (``fm.results.correct``).
+    generated images per class, text classifier ``W``; everything selected on photo validation (a :class:`RunResult`).
 
     ``memo``: a dict shared by several calls; a configuration already in it is returned from it instead of being
     trained again (a lesson's ablation tables share rows: the full CaFo is in every one of them)."""
@@ -287,25 +296,25 @@ def run(b: Bank, W, shots: int, k_prime: int = 0, encoders=("clip", "dino"), fus
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         right = {d: correct_of(model.logits(feats("test", d)), b.S["clip"]["test", d][1]) for d in doms}
-    out = with_ood({d: float(r.mean()) for d, r in right.items()}), model, seconds, right
+    out = RunResult(with_ood({d: float(r.mean()) for d, r in right.items()}), model, seconds, right)
     if memo is not None:
         memo[key] = out
     return out
 
 
-def ablation(b: Bank, configs: dict, shots, seeds: int, memo: dict | None = None, **kw) -> tuple[dict, dict]:
+def ablation(b: Bank, configs: dict, shots, seeds: int, memo: dict | None = None, **kw) -> Ablation:
     """Every row of an ablation table at every shot count, over ``seeds`` draws: ``configs`` maps a row name to
     :func:`run` keyword arguments (``W``, ``k_prime``, ``encoders``, ``fusion``); ``kw`` are shared by all rows.
-    Returns ``(acc, correct)``: ``acc[row][k]`` = [photo test accuracy per seed], ``correct[row][k]`` = bool
-    ``[seeds, n]`` on the photo test images."""
+    Returns an :class:`Ablation`: ``accuracy[row][k]`` = [photo test accuracy per seed], ``correct[row][k]`` =
+    bool ``[seeds, n]`` on the photo test images."""
     acc, right = {}, {}
     for name, cfg in configs.items():
         cfg = {**kw, **cfg}
         W = cfg.pop("W")
         runs = {k: [run(b, W, k, seed=s, memo=memo, **cfg) for s in range(seeds)] for k in shots}
-        acc[name] = {k: [r[0]["photo"] for r in rs] for k, rs in runs.items()}
-        right[name] = {k: np.stack([r[3]["photo"] for r in rs]) for k, rs in runs.items()}
-    return acc, right
+        acc[name] = {k: [r.accuracy["photo"] for r in rs] for k, rs in runs.items()}
+        right[name] = {k: np.stack([r.correct["photo"] for r in rs]) for k, rs in runs.items()}
+    return Ablation(acc, right)
 
 
 @single_threaded()
@@ -315,7 +324,7 @@ def against_tip_adapter(b: Bank, W_plain, W_desc, shots, k_prime: int, grid=None
     ``W_plain``) against CaFo (``W_desc``, ``k_prime`` generated images per class), every choice on photo
     validation, over ``seeds`` few-shot draws (``memo``: as in :func:`run`).
 
-    Returns ``(curves, seconds, by_domain, correct)``: ``curves[method][k]`` = [photo test accuracy per seed],
+    Returns an :class:`AgainstTipAdapter`: ``curves[method][k]`` = [photo test accuracy per seed],
     ``seconds[method]`` = [training seconds per seed at the largest shot count], ``by_domain[method][domain]`` =
     [per seed] for Tip-Adapter-F and CaFo at the largest shot count, and ``correct[method][k]`` = bool
     ``[seeds, n]`` on the photo test images (zero-shot draws nothing: its one row repeated)."""
@@ -347,15 +356,15 @@ def against_tip_adapter(b: Bank, W_plain, W_desc, shots, k_prime: int, grid=None
                     seconds[m].append(time.perf_counter() - t0)
                 with torch.no_grad():
                     right[m][k].append(correct_of(tip.logits(f), y))
-            acc, _, secs, cafo_right = run(b, W_desc, k, k_prime, grid=grid, scale=scale, epochs=epochs, seed=seed,
-                                           domains=doms, memo=memo)
-            right["cafo"][k].append(cafo_right["photo"])
+            cafo = run(b, W_desc, k, k_prime, grid=grid, scale=scale, epochs=epochs, seed=seed, domains=doms,
+                       memo=memo)
+            right["cafo"][k].append(cafo.correct["photo"])
             if k == K:
-                seconds["cafo"].append(secs)
+                seconds["cafo"].append(cafo.seconds)
                 tip_acc = with_ood({d: float(c.mean()) for d, c in correct_by_domain(tip.logits, b.S["clip"], doms).items()})
-                for m, a in (("tip_adapter_f", tip_acc), ("cafo", acc)):
+                for m, a in (("tip_adapter_f", tip_acc), ("cafo", cafo.accuracy)):
                     for d, v in a.items():
                         by_domain[m].setdefault(d, []).append(v)
     right = {m: {k: np.stack(v) for k, v in rk.items()} for m, rk in right.items()}
     curves = {m: {k: c.mean(1).tolist() for k, c in rk.items()} for m, rk in right.items()}
-    return curves, seconds, by_domain, right
+    return AgainstTipAdapter(curves, seconds, by_domain, right)

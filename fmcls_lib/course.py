@@ -12,7 +12,6 @@ from pathlib import Path
 from . import provenance
 from .cache import atomic_write_bytes
 from .errors import FmclsError, UnknownNameError
-from .results import FIGURES
 
 ROOT = provenance.ROOT
 NOTEBOOKS = provenance.NOTEBOOKS
@@ -398,7 +397,7 @@ def _route_figures(param_set, out_dir: Path, overridden: bool = False) -> Path:
     records); anything else writes to ``<out_dir>/figures``.  Set in the environment, which the lessons' kernels
     inherit."""
     committed = param_set == "full" and not overridden
-    figures = FIGURES if committed else Path(out_dir) / "figures"
+    figures = provenance.FIGURES if committed else Path(out_dir) / "figures"
     os.environ["FMCLS_FIGURES"] = str(figures)
     if committed:
         want = str(provenance.RECORD_THREADS)
@@ -488,7 +487,7 @@ def summary_text(figures=None) -> str:
     figures."""
     from . import results
 
-    figures = Path(figures or FIGURES)
+    figures = Path(figures or results.figures_dir())
     recs = [json.loads(p.read_text()) for p in sorted(figures.glob("[0-9][0-9]_*.json"))]
     counts = {r["lesson"]: r.get("verdicts") or results.counts(r.get("claims", {})) for r in recs}
     head = "| lesson | " + " | ".join(k if k != "identity" else "identities" for k in COUNT_COLUMNS) + " | claims |"
@@ -522,7 +521,9 @@ def summary_text(figures=None) -> str:
 def write_summary(figures=None) -> Path:
     """Write ``figures/README.md`` (:func:`summary_text`): every lesson's verdict counts, metrics and claims, read
     from its record."""
-    figures = Path(figures or FIGURES)
+    from . import results
+
+    figures = Path(figures or results.figures_dir())
     path = figures / "README.md"
     atomic_write_bytes(path, summary_text(figures).encode())
     return path

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import matplotlib.pyplot as plt
 import pandas as pd  # noqa: F401  (lessons build their tables with fm.plots.pd)
@@ -19,7 +18,7 @@ METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "tip_adap
            "best_individual", "ema", "swa",
            # synthetic data (lesson 03) and CaFo's ablations (lesson 04)
            "b_ce", "b_sce", "le_ce", "le_sce", "le_cf_ce", "le_cf_sce", "real", "mix", "syn_real", "real_syn",
-           "rf", "rg", "dino_cache", "clip_cache", "cafo_f")
+           "rf", "rg", "dino_cache", "clip_cache")
 METHOD_COLORS = dict(zip(METHODS, _palette))
 LABELS = {m: m.replace("_", " ").replace("ft", "FT") for m in METHODS}
 LABELS.update(zero_shot="zero-shot", linear_probe="linear probe", tip_adapter_f="Tip-Adapter-F",
@@ -39,10 +38,6 @@ def save(fig, name: str, out_dir=None, svg: bool = False) -> Path:
     if svg:
         fig.savefig(out / f"{name}.svg", bbox_inches="tight")
     return out / f"{name}.png"
-
-
-def headless() -> bool:
-    return matplotlib.get_backend().lower() in ("agg", "pdf", "svg")
 
 
 def image_grid(images, titles=None, ncols=8, scale=1.1):

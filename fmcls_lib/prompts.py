@@ -20,15 +20,6 @@ DOMAIN = {"photo": "a photo of a {}.", "sketch": "a sketch of a {}.", "painting"
 WORLD = tuple(DOMAIN.values()) + ("a {}.", "a picture of a {}.", "a pencil drawing of a {}.",
                                   "an oil painting of a {}.", "pixel art of a {}.")
 
-TEMPLATE_SETS = {"bare": BARE, "photo": PHOTO, "openai_7": OPENAI_7, "openai_80": OPENAI_80,
-                 "world": WORLD}
-
-
-def templates(name: str) -> tuple[str, ...]:
-    if name not in TEMPLATE_SETS:
-        raise UnknownNameError("template set", name, TEMPLATE_SETS)
-    return TEMPLATE_SETS[name]
-
 
 # "Prompt with GPT-3" (CaFo, CuPL): rich class descriptions averaged into the text classifier.  These are
 # HAND-WRITTEN stand-ins for a language model's answers to "What does a [CLASS] look like?", written as

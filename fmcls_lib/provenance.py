@@ -21,6 +21,8 @@ WEIGHTS = PACKAGE / "pretrain" / "weights"
 RECORD_THREADS = 2  # torch intra-op threads of committed records (they change fine-tuned weights)
 NOT_RECORDED = ("interactive", "executor")  # parameters that do not change what a lesson measures
 REGENERATE = "regenerate with `make course`"
+VERDICTS = ("shown", "refuted", "undecided")  # a claim's verdict at 95 % (fm.results decides it)
+FIGURES = ROOT / "figures"  # the committed records; a run elsewhere writes to $FMCLS_FIGURES
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,12 +62,24 @@ def library_files() -> list[Path]:
                   and WEIGHTS not in p.parents and "__pycache__" not in p.parts)
 
 
+def record_value(x):
+    """``x`` as a record stores it: dict keys as strings, tuples as lists, numpy scalars as Python numbers, floats
+    rounded to 4 decimals (3 significant digits below 1e-3)."""
+    if isinstance(x, dict):
+        return {str(k): record_value(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [record_value(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:
+        x = x.item()
+    if isinstance(x, float):
+        return round(x, 4) if abs(x) >= 1e-3 or x == 0 else float(f"{x:.3g}")
+    return x
+
+
 def canonical_params(params: dict) -> str:
     """``params`` as the record stores them (floats rounded like :func:`fmcls_lib.results.write` does, numpy
     scalars as Python numbers, keys sorted), so a record's fingerprint can be recomputed from its own ``params``."""
-    from .results import _clean
-
-    return json.dumps(_clean(dict(params)), sort_keys=True, default=str)
+    return json.dumps(record_value(dict(params)), sort_keys=True, default=str)
 
 
 def fingerprint(lesson: str, params: dict) -> str:
@@ -91,8 +105,6 @@ def _short(v) -> str:
 def check_record(path) -> list[str]:
     """Why the record at ``path`` is not what the current code makes with the ``full`` set: one line per
     difference (empty if it matches)."""
-    from .results import VERDICTS, _clean
-
     path = Path(path)
     name = path.name
 
@@ -114,8 +126,8 @@ def check_record(path) -> list[str]:
         out.append(bad("has no params"))
         params = {}
     else:
-        want = _clean(record_params(lesson))
-        got = _clean(params)
+        want = record_value(record_params(lesson))
+        got = record_value(params)
         missing = [k for k in want if k not in got]
         extra = [k for k in got if k not in want]
         changed = [k for k in want if k in got and got[k] != want[k]]

@@ -32,17 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from .cache import atomic_write_bytes
+from . import provenance
+from .provenance import VERDICTS, record_value as _clean
 
 LEVEL = 0.05  # every verdict is at 95 %
-VERDICTS = ("shown", "refuted", "undecided")
 
 
 def figures_dir() -> Path:
-    """Where records and figures go: ``$FMCLS_FIGURES`` if set (read at call time), else the course's ``figures/``."""
-    return Path(os.environ.get("FMCLS_FIGURES") or Path(__file__).resolve().parent.parent / "figures")
+    """Where records and figures go: ``$FMCLS_FIGURES`` if set (read at every call: ``fmcls course`` sets it for
+    each run), else the course's committed ``figures/``."""
+    return Path(os.environ.get("FMCLS_FIGURES") or provenance.FIGURES)
 
-
-FIGURES = figures_dir()  # the folder at import time; functions below read figures_dir() when called
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -253,18 +253,6 @@ def counts(claims: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- the record
 
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:
-        x = x.item()
-    if isinstance(x, float):
-        return round(x, 4) if abs(x) >= 1e-3 or x == 0 else float(f"{x:.3g}")
-    return x
-
-
 def write(lesson: str, params: dict, metrics: dict, claims: dict, out_dir=None, timings: dict | None = None,
           **extra) -> Path:
     """Atomically write the lesson record; ``metrics``: method -> domain (or shots) -> accuracy.
@@ -275,7 +263,7 @@ def write(lesson: str, params: dict, metrics: dict, claims: dict, out_dir=None, 
     """
     import torch
 
-    from . import data, provenance
+    from . import data
 
     for k, c in claims.items():
         if c.get("verdict") not in (*VERDICTS, "checked"):

@@ -13,11 +13,7 @@ def isolated_dirs(tmp_path_factory):
     figs = str(tmp_path_factory.mktemp("figures"))
     os.environ["FMCLS_CACHE"] = cache
     os.environ["FMCLS_FIGURES"] = figs
-    import fmcls_lib.results as results
-    old = results.FIGURES
-    results.FIGURES = __import__("pathlib").Path(figs)
     yield {"cache": cache, "figures": figs}
-    results.FIGURES = old
 
 
 @pytest.fixture(scope="session")

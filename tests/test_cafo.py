@@ -67,14 +67,21 @@ def test_search_picks_the_best_validation_pair():
     assert heads.accuracy(model.logits([f, f]), yv) == pytest.approx(brute)
 
 
-def test_expansion_adds_exactly_k_prime_labelled_images_per_class(micro_pipe):
-    x = world.render_many(world.pretrain_scenes(6))
-    y = np.array([0, 1, 2, 0, 1, 2])
-    xe, ye, gen = cafo.expand(x, y, micro_pipe, ["circle", "ring", "square"], k_prime=2, num_inference_steps=3,
-                              progress=False)
-    assert len(xe) == 6 + 3 * 2 and np.array_equal(xe[:6], x) and gen.sum() == 6
-    assert np.bincount(ye[gen]).tolist() == [2, 2, 2] and np.array_equal(ye[:6], y)
-    assert cafo.expand(x, y, micro_pipe, ["circle", "ring", "square"], k_prime=0)[0] is x
+def test_generated_views_add_exactly_k_prime_labelled_images_per_class():
+    """N-way K-shot -> N-way (K + K')-shot: the first ``k_prime`` generated images of every class join the shots."""
+    from fmcls_lib import data
+    b, *_ = _toy_bank()
+    gen_labels = np.repeat(np.arange(4), 3)  # the bank holds k_prime_max = 3 per class, class by class
+    gviews = torch.arange(2 * 12 * 16, dtype=torch.float32).view(2, 12, 16)
+    b = cafo.Bank(b.S, {k: v.views for k, v in b.views.items()}, {"clip": gviews, "dino": None},
+                  np.zeros((12, 32, 32, 3), np.uint8), gen_labels, b.y_train, 3)
+    v, y = cafo._expanded_views(b, "clip", 2, 2, seed=0)
+    shots = data.few_shot(b.y_train.numpy(), 2, 0)
+    assert v.shape == (2, len(shots) + 4 * 2, 16) and torch.equal(v[:, :len(shots)], b.train_views("clip", shots))
+    assert np.bincount(y[len(shots):].numpy()).tolist() == [2] * 4
+    assert torch.equal(v[:, len(shots):], gviews[:, [i for i in range(12) if i % 3 < 2]])
+    with pytest.raises(ValueError, match="holds 3 generated images per class"):
+        cafo._expanded_views(b, "clip", 2, 4, seed=0)
 
 
 def test_cafo_fit_end_to_end_on_micro_models(micro, micro_dino, micro_splits):
@@ -171,7 +178,8 @@ def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
     from fmcls_lib import data
     b, W, S, views, y_train = _toy_bank()
     grid = (torch.tensor([1.0, 4.0]), torch.tensor([0.0, 1.0]))
-    curves, secs, dom, right = cafo.against_tip_adapter(b, W, W, [1, 2], 0, grid=grid, scale=20.0, epochs=2, seeds=2)
+    res = cafo.against_tip_adapter(b, W, W, [1, 2], 0, grid=grid, scale=20.0, epochs=2, seeds=2)
+    curves, secs, dom, right = res.curves, res.seconds, res.by_domain, res.correct
     f, y = S["clip"]["test", "photo"]
     for k in (1, 2):
         for seed in range(2):
@@ -181,8 +189,8 @@ def test_against_tip_adapter_reproduces_each_method_run_on_its_own():
             assert curves["tip_adapter_f"][k][seed] == pytest.approx(heads.accuracy(tip.logits(f), y))
             assert np.array_equal(right["tip_adapter_f"][k][seed], (tip.logits(f).argmax(1) == y).numpy())
             alone = cafo.run(b, W, k, 0, grid=grid, scale=20.0, epochs=2, seed=seed)
-            assert curves["cafo"][k][seed] == pytest.approx(alone[0]["photo"])
-            assert np.array_equal(right["cafo"][k][seed], alone[3]["photo"])
+            assert curves["cafo"][k][seed] == pytest.approx(alone.accuracy["photo"])
+            assert np.array_equal(right["cafo"][k][seed], alone.correct["photo"])
             assert curves["zero_shot"][k][seed] == pytest.approx(heads.accuracy(heads.logits(f, W, 20.0), y))
         assert right["cafo"][k].shape == (2, 20) and right["cafo"][k].dtype == bool
     assert set(secs) == {"tip_adapter", "tip_adapter_f", "cafo"} and all(len(v) == 2 for v in secs.values())
@@ -197,10 +205,11 @@ def test_memo_returns_the_run_it_stored_and_ablation_rows_share_it():
     first = cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=1, memo=memo)
     assert cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=1, memo=memo) is first and len(memo) == 1
     assert cafo.run(b, W, 2, 0, grid=grid, scale=20.0, epochs=2, seed=0, memo=memo) is not first
-    acc, right = cafo.ablation(b, {"both": dict(W=W, k_prime=0), "clip": dict(W=W, k_prime=0, encoders=("clip",))},
-                               [2], 2, memo=memo, grid=grid, scale=20.0, epochs=2)
+    table = cafo.ablation(b, {"both": dict(W=W, k_prime=0), "clip": dict(W=W, k_prime=0, encoders=("clip",))},
+                          [2], 2, memo=memo, grid=grid, scale=20.0, epochs=2)
+    acc, right = table.accuracy, table.correct
     assert len(memo) == 4  # (both, seed 0) and (both, seed 1) were already there
-    assert acc["both"][2] == [memo_run[0]["photo"] for memo_run in (cafo.run(b, W, 2, 0, grid=grid, scale=20.0,
+    assert acc["both"][2] == [memo_run.accuracy["photo"] for memo_run in (cafo.run(b, W, 2, 0, grid=grid, scale=20.0,
                                                                              epochs=2, seed=s) for s in (0, 1))]
     assert right["clip"][2].shape == (2, 20) and acc["clip"][2] == pytest.approx(right["clip"][2].mean(1).tolist())
 
@@ -252,7 +261,7 @@ def test_a_real_train_split_gets_views_of_the_drawn_shots_only(micro, tmp_path, 
                                                                             progress=False))
     W = heads.zero_shot_head(micro, train.classnames, prompts.PHOTO)
     grid = (torch.tensor([1.0]), torch.tensor([0.0, 1.0]))
-    acc, *_ = cafo.run(b, W, 2, seed=1, finetune=False, grid=grid, scale=heads.logit_scale(micro))
-    assert 0.0 <= acc["photo"] <= 1.0
+    one = cafo.run(b, W, 2, seed=1, finetune=False, grid=grid, scale=heads.logit_scale(micro))
+    assert 0.0 <= one.accuracy["photo"] <= 1.0 and one.seconds > 0 and set(one.correct) == {"photo"}
     with pytest.raises(ValueError, match="not among them"):
         cafo.run(b, W, 4, seed=0, finetune=False, grid=grid)

@@ -40,7 +40,7 @@ def test_lesson_01_with_other_task_shots_and_seeds(tmp_path):
     nb = json.loads(Path(out).read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    assert (Path(results.FIGURES) / "01_clip_zero_shot_prompts.png").exists()
+    assert (results.figures_dir() / "01_clip_zero_shot_prompts.png").exists()
 
 
 def test_lesson_02_with_other_shots(tmp_path):
@@ -115,7 +115,7 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
         assert claim["seeds"] == 2
         assert claim["effect"] == pytest.approx(m[soup]["photo"] - m["best_individual"]["photo"], abs=1e-3)
     assert "some_learning_rate_pair_soup_beats_its_range" in c
-    assert (Path(results.FIGURES) / "06_soups_and_landscapes_lr_grid.png").exists()
+    assert (results.figures_dir() / "06_soups_and_landscapes_lr_grid.png").exists()
     sp = rec["shared_prefix"]  # Frankle et al.'s experiment: two inits x epochs shared, plus independent runs, per seed
     assert set(sp["mean"]) == {"scratch", "zero_shot", "independent"} and set(sp["mean"]["scratch"]) == {"0", "2", "8"}
     assert len(sp["per_seed"]) == 2 and all(s["scratch"]["8"]["barrier"] == 0 for s in sp["per_seed"])  # sharing every epoch: one run

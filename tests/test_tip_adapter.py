@@ -107,8 +107,9 @@ def test_compare_methods_returns_the_per_image_correctness_its_accuracies_averag
     f, y, views, y_tr, W = _data()
     S = {("train", "photo"): (torch.nn.functional.normalize(views.mean(0), dim=-1), y_tr),
          ("val", "photo"): (f[:20], y[:20]), ("test", "photo"): (f[20:], y[20:])}
-    acc, cost, right = ta.compare_methods(S, views, W, [1, 2], 2, grid=ta.official_grid((7, 3), (10, 5)),
-                                          tip_f_epochs=2, clip_adapter_epochs=2, progress=False)
+    res = ta.compare_methods(S, views, W, [1, 2], 2, grid=ta.official_grid((7, 3), (10, 5)), tip_f_epochs=2,
+                             clip_adapter_epochs=2, progress=False)
+    acc, cost, right = res.accuracy, res.cost, res.correct
     for m in ta.METHODS:
         for k in (1, 2):
             c = right[m][k]["photo"]
@@ -116,3 +117,23 @@ def test_compare_methods_returns_the_per_image_correctness_its_accuracies_averag
             assert acc[m][k]["photo"] == pytest.approx(c.mean(1).tolist())
         assert len(cost[m]) == 2  # one entry per seed at the largest shot count
     assert (right["zero_shot"][1]["photo"] == right["zero_shot"][1]["photo"][0]).all()  # draws nothing
+
+
+def test_tip_adapter_f_cost_is_its_own_fit_not_the_plain_search_too(monkeypatch):
+    """The plain Tip-Adapter fit is made 0.3 s slower: Tip-Adapter's reported cost grows by it, Tip-Adapter-F's
+    (its own cache, key training and search) does not."""
+    import time
+    f, y, views, y_tr, W = _data()
+    S = {("train", "photo"): (torch.nn.functional.normalize(views.mean(0), dim=-1), y_tr),
+         ("val", "photo"): (f[:20], y[:20]), ("test", "photo"): (f[20:], y[20:])}
+    fit = ta.fit
+
+    def slow_plain(*a, finetune=False, **kw):
+        if not finetune:
+            time.sleep(0.3)
+        return fit(*a, finetune=finetune, **kw)
+
+    monkeypatch.setattr(ta, "fit", slow_plain)
+    cost = ta.compare_methods(S, views, W, [2], 1, grid=ta.official_grid((7, 3), (10, 5)), tip_f_epochs=2,
+                              clip_adapter_epochs=2, progress=False).cost
+    assert cost["tip_adapter"][0]["seconds"] >= 0.3 > cost["tip_adapter_f"][0]["seconds"]
