@@ -46,7 +46,7 @@ def cmd_build(args) -> int:
         kind, name = models.split_key(key)
         if key in models.shipped_keys():
             _build_shipped(key, manifest, args.force)
-        elif models.cached_meta(kind, name).exists() and not args.force:
+        elif models.cached(kind, name) is not None and not args.force:
             print(f"{key}: up to date in the cache ({models.cached_meta(kind, name)})")
         else:
             print(f"{key}: building into the cache (recipe {_want(kind, name)})")

@@ -86,7 +86,8 @@ def _intact(path: Path, entry: dict) -> bool:
     return path.exists() and cache.file_sha256(path) == entry["sha256"]
 
 
-def _cached(kind: str, name: str) -> tuple[Path, dict] | None:
+def cached(kind: str, name: str) -> tuple[Path, dict] | None:
+    """Path and manifest entry of an intact build of ``<kind>-<name>``'s current recipe in the cache, else None."""
     meta_path = cached_meta(kind, name)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -106,7 +107,7 @@ def weights(kind: str, name: str) -> tuple[Path, str, dict]:
             warnings.warn(f"the shipped {key} was built from an older recipe ({entry['recipe_hash']} != {want}); "
                           f"run `fmcls build --models {key}` to rebuild and re-commit it", stacklevel=3)
         return SHIPPED_DIR / entry["file"], entry["sha256"], entry
-    found = _cached(kind, name)
+    found = cached(kind, name)
     if found is not None:
         return found[0], found[1]["sha256"], found[1]
     state = f"{SHIPPED_DIR / entry['file']} is missing or corrupt (sha256 differs from the manifest)" if entry \
@@ -123,4 +124,4 @@ def list_models() -> dict[str, list[dict]]:
     return {kind: [{"name": n, "key": f"{kind}-{n}",
                     "shipped": f"{kind}-{n}" in keys and f"{kind}-{n}" in m
                     and _intact(SHIPPED_DIR / m[f"{kind}-{n}"]["file"], m[f"{kind}-{n}"]),
-                    "cached": _cached(kind, n) is not None} for n in recipes(kind)] for kind in KINDS}
+                    "cached": cached(kind, n) is not None} for n in recipes(kind)] for kind in KINDS}
