@@ -80,6 +80,21 @@ def test_dino_gets_dino_normalisation(real_env):
     assert f.shape == (2, 384)
 
 
+def test_timm_weights_from_a_url_hash_the_file_not_the_name(real_env, tmp_path, monkeypatch):
+    """A timm tag whose weights come from a URL (no hub repo): the hash is the downloaded file's, as for the hub."""
+    import timm
+    name = "vit_small_patch16_224.dino"
+    file = next((standins.models.snapshot(real_env["HF_HUB_CACHE"], f"timm/{name}")).glob("*.safetensors"))
+    cfg = timm.models.get_pretrained_cfg(name)
+    url_cfg = type(cfg)(**{**cfg.to_dict(), "hf_hub_id": None, "url": file.as_uri()})
+    orig = timm.models.get_pretrained_cfg
+    monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda n, *a, **k: url_cfg if n == name else orig(n, *a, **k))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    enc = backbones.load_ssl(name)
+    assert enc.weights_hash == cache.file_sha256(file)
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / file.name).is_file()  # where timm caches a URL's file
+
+
 def test_missing_real_models_fail_fast_without_offline_flag(tmp_path, monkeypatch):
     """No network and no HF_HUB_OFFLINE: one probe, then the local cache only (no hub retries), well under 5 s."""
     import huggingface_hub.constants as hub
