@@ -6,8 +6,7 @@ and student) and local 24 px crops (student only).
 
 Deviations from the paper, each measured on this CPU (see the closing note of the issue): the encoder is
 the course's BatchNorm conv tower (timm ``fmcls_convnet_tiny``) behind a fixed per-channel Sobel stem
-(:class:`fmcls_lib.models.dino.SobelStem`, DeepCluster's device) instead of a ViT, because at 32 px it learns shape
-far faster;
+(:class:`SobelStem`, DeepCluster's device) instead of a ViT, because at 32 px it learns shape far faster;
 the two global views are two renderings of the same object (another background, clutter and domain, like
 two photographs of it, see ``train``); the teacher temperature warms up from 0.01, which kept the run out
 of the uniform collapse it fell into at 0.04; and every crop gets a random hue rotation, brightness and
