@@ -9,7 +9,7 @@ from fmcls_lib import backbones, cache, data, features  # noqa: E402
 
 
 def main(backbone: str = "tiny", repeats: int = 5):
-    clip = backbones.load_clip(backbone, progress=False)
+    clip = backbones.load_clip(backbone)
     ds = data.load("world/shapes", split="train", domain="photo")
     key = features.feature_key(clip, ds)
     miss, hit = [], []

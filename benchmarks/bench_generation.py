@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--task", default="world/shapes")
     a = ap.parse_args()
     fm.seed_everything(0)
-    clip, pipe = fm.backbones.load_clip("tiny", progress=False), fm.backbones.load_generator("tiny", progress=False)
+    clip, pipe = fm.backbones.load_clip("tiny"), fm.backbones.load_generator("tiny")
     base, rates = a.steps[0], {}
     rec = {}
     for s in a.steps:

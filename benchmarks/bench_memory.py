@@ -39,7 +39,7 @@ if sys.argv[1] == "vit224":  # a random two-layer open_clip ViT at 224 px: the r
     clip = backbones.CLIPBackbone("vit224-random", model, None, open_clip.image_transform(224, is_train=False),
                                   "0" * 64, torch.device("cpu"))
 else:
-    clip = backbones.load_clip(sys.argv[1], progress=False)
+    clip = backbones.load_clip(sys.argv[1])
 if sys.argv[2] == "build":  # the backbone is built (micro trains) in its own process, not counted
     sys.exit()
 ds = data.load("cifar10", "train")

@@ -9,7 +9,7 @@ from fmcls_lib import backbones, finetune as ft, heads, landscape, prompts, worl
 
 
 def main(points_per_side=5):
-    clip = backbones.load_clip("tiny", progress=False)
+    clip = backbones.load_clip("tiny")
     W = heads.zero_shot_head(clip, world.SHAPES, prompts.PHOTO)
     model = ft.from_zero_shot(clip, W)
     t0 = {k: v.clone() for k, v in model.state_dict().items()}

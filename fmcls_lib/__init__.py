@@ -4,13 +4,14 @@ Notebooks teach, the library computes.  ``import fmcls_lib as fm`` then ``fm.bac
 ``fm.data.load``, ``fm.features.image_features``, ``fm.heads``, ``fm.prompts``, ``fm.plots``, ...
 """
 from . import errors
-from .errors import (CorruptFileError, FmclsError, IncompatibleWeightsError, OfflineModelError,
-                     UnknownNameError)
+from .errors import (CorruptFileError, FmclsError, IncompatibleWeightsError, MissingModelError,
+                     OfflineModelError, UnknownNameError)
 
 __version__ = "0.1.0"
 
 _LAZY = ("world", "data", "cache", "backbones", "features", "prompts", "heads", "tip_adapter", "plots", "results",
-         "widgets", "pretrain", "course", "synthetic", "cafo", "finetune", "weights", "landscape", "executors", "exercises")
+         "widgets", "models", "pretrain", "evaluate", "course", "synthetic", "cafo", "finetune", "weights",
+         "landscape", "executors", "exercises")
 
 
 def __getattr__(name):  # modules load on first use, so `import fmcls_lib` stays fast
@@ -35,4 +36,4 @@ def seed_everything(seed: int = 0, threads: int | None = None):
 
 
 __all__ = ["errors", "FmclsError", "UnknownNameError", "IncompatibleWeightsError", "OfflineModelError",
-           "CorruptFileError", "seed_everything", *_LAZY]
+           "CorruptFileError", "MissingModelError", "seed_everything", *_LAZY]

@@ -1,7 +1,8 @@
 """Foundation models by name: the embedded tiny CLIPs and any open_clip pretrained pair.
 
-``load_clip("tiny")`` loads the CLIP shipped with the course (``fmcls_lib/pretrain/weights``, hash-checked,
-rebuilt into the cache if missing or corrupt); ``load_clip("ViT-B-32/openai")`` loads a real CLIP through
+``load_clip("tiny")`` loads the CLIP shipped with the course (``fmcls_lib/pretrain/weights``, hash-checked; the
+registry :mod:`fmcls_lib.models` names its recipe and architecture, and says which ``fmcls build`` to run when a
+model is missing or corrupt: nothing trains here); ``load_clip("ViT-B-32/openai")`` loads a real CLIP through
 open_clip (network or a warm cache needed); ``load_clip("ViT-B-32", checkpoint="file.pt")`` loads a
 local checkpoint file.  All come back as a :class:`CLIPBackbone` with the same methods.
 """
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,13 @@ import numpy as np
 import open_clip
 import torch
 
-from . import cache
+from . import cache, models
+from .data import to_tensor
 from .errors import CorruptFileError, OfflineModelError, UnknownNameError
-from .pretrain import clip as pretrain_clip
+from .models import clip as _architectures  # noqa: F401  (registers the embedded CLIPs with open_clip and timm)
+from .models import list_models  # noqa: F401  (fm.backbones.list_models(): every embedded model, shipped or cached)
 
-SHIPPED_DIR = Path(__file__).parent / "pretrain" / "weights"
-MANIFEST = SHIPPED_DIR / "manifest.json"
-EMBEDDED_CLIPS = {name: r.model for name, r in pretrain_clip.RECIPES.items()}
+EMBEDDED_CLIPS = {name: r["model"] for name, r in models.recipes("clip").items()}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -84,7 +84,7 @@ class CLIPBackbone(_ImageEncoder):
         """uint8 ``[N, H, W, 3]`` arrays (resized bicubically if needed) or PIL images -> model input."""
         if isinstance(images, np.ndarray):
             v = self.model.visual
-            x = pretrain_clip.images_to_tensor(images, v.image_mean, v.image_std)
+            x = to_tensor(images, v.image_mean, v.image_std)
             if x.shape[-1] != self.image_size:
                 x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bicubic",
                                                     align_corners=False)
@@ -99,53 +99,6 @@ class CLIPBackbone(_ImageEncoder):
         with autocast(self.device):
             f = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu()
-
-
-def _manifest() -> dict:
-    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-
-
-def _kind_module(kind: str):
-    """The pre-training module of an embedded-model family (``clip``, ``generator``, ``ssl``)."""
-    import importlib
-    mod = {"clip": "clip", "generator": "diffusion", "ssl": "dino"}[kind]
-    return importlib.import_module(f".pretrain.{mod}", __package__)
-
-
-def shipped_keys() -> list[str]:
-    """Manifest keys of every model the course ships, e.g. ``clip-tiny``, ``generator-tiny``."""
-    return [f"{k}-{n}" for k in ("clip", "generator", "ssl") for n in _kind_module(k).SHIPPED]
-
-
-def _embedded_weights(name: str, progress: bool = True, kind: str = "clip") -> tuple[Path, str, dict]:
-    """Path, sha256 and manifest entry of embedded model ``<kind>-<name>``: the shipped file, else a
-    cached build (trained now if missing)."""
-    mod = _kind_module(kind)
-    want_recipe = mod.recipe_hash(mod.RECIPES[name])
-    entry = _manifest().get(f"{kind}-{name}")
-    if entry is not None:
-        path = SHIPPED_DIR / entry["file"]
-        if path.exists() and cache.file_sha256(path) == entry["sha256"]:
-            if entry["recipe_hash"] != want_recipe:
-                warnings.warn(f"the shipped {kind}-{name} was built from an older recipe "
-                              f"({entry['recipe_hash']} != {want_recipe}); run `fmcls build` to rebuild "
-                              "and re-commit it", stacklevel=3)
-            return path, entry["sha256"], entry
-        warnings.warn(f"shipped weights {path} are missing or corrupt; rebuilding into the cache",
-                      stacklevel=3)
-    out = cache.cache_dir() / "models"
-    meta_path = out / f"{kind}-{name}-{want_recipe}.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        path = out / meta["file"]
-        if path.exists() and cache.file_sha256(path) == meta["sha256"]:
-            return path, meta["sha256"], meta
-    meta = mod.build(name, out, progress=progress)
-    final = out / f"{kind}-{name}-{want_recipe}.safetensors"
-    os.replace(out / meta["file"], final)
-    meta["file"] = final.name
-    cache.atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-    return final, meta["sha256"], meta
 
 
 def _network_reachable(timeout: float = 1.0) -> bool:
@@ -238,8 +191,7 @@ def _real_clip_file(kind: str, model: str, pretrained: str | None, online: bool)
     return path
 
 
-def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None = None,
-              progress: bool = True) -> CLIPBackbone:
+def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None = None) -> CLIPBackbone:
     """Load a CLIP by name.
 
     ``name``: ``"tiny"`` (the course's conv-tower CLIP), ``"tiny-vit"``, ``"micro"`` (for tests), any
@@ -256,7 +208,7 @@ def load_clip(name: str = "tiny", device: str = "auto", checkpoint: str | None =
     dev = pick_device(device)
     online = False
     if kind == "embedded":
-        path, sha, _ = _embedded_weights(name, progress=progress)
+        path, sha, _ = models.weights("clip", name)
         model_name, pretrained = EMBEDDED_CLIPS[name], str(path)
     elif kind == "file":
         if not os.path.isfile(pretrained):
@@ -308,10 +260,7 @@ class SSLBackbone(_ImageEncoder):
 
     def prepare(self, images) -> torch.Tensor:
         if isinstance(images, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-            if x.shape[-1] != self.image_size:
-                x = torch.nn.functional.interpolate(x, size=self.image_size, mode="area")  # as in training
-            return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+            return to_tensor(images, self.mean, self.std, self.image_size)  # area-resized, as in training
         return torch.stack([self.preprocess(im) for im in images])
 
     def image_model(self, x):
@@ -325,7 +274,7 @@ def _timm_real(name: str, checkpoint: str | None):
     import timm
     arch, _, tag = name.partition(".")
     if arch not in timm.list_models():
-        raise UnknownNameError("timm architecture", name, list(_ssl_recipes()) + timm.list_pretrained("*dino*"))
+        raise UnknownNameError("timm architecture", name, list(models.recipes("ssl")) + timm.list_pretrained("*dino*"))
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint file {checkpoint!r} does not exist")
@@ -334,45 +283,54 @@ def _timm_real(name: str, checkpoint: str | None):
         return timm.create_model(name, pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay={"file": checkpoint}), cache.file_sha256(checkpoint)
     online = _network_reachable()
-    cfg = timm.models.get_pretrained_cfg(name)
-    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     fetch = f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
     with hub_offline(not online):
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+            path = _timm_weights_file(name)
+            model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path})
         except Exception as e:  # huggingface_hub raises many types for "not here"
             if isinstance(e, (ImportError, MemoryError)):
                 raise
             raise _not_found(f"weights of {name}", online, e, fetch, f"load_ssl('{name}', checkpoint='model.safetensors')") from e
-    from huggingface_hub import try_to_load_from_cache
-    files = [try_to_load_from_cache(repo, f, cache_dir=_hub_cache()) for f in ("model.safetensors", "pytorch_model.bin")] \
-        if repo else []
-    path = next((f for f in files if isinstance(f, str) and os.path.isfile(f)), None)
-    return model, cache.file_sha256(path) if path else hashlib.sha256(name.encode()).hexdigest()
+    return model, cache.file_sha256(path)
 
 
-def _ssl_recipes():
-    from .pretrain import dino
-    return dino.RECIPES
+def _timm_weights_file(name: str) -> str:
+    """The local file of timm model ``name``'s pretrained weights, where timm itself would fetch them from (the
+    Hugging Face hub, through its cache, or a URL, through torch's), so that its hash is the hash of what loads."""
+    import timm
+    from huggingface_hub import hf_hub_download
+    from timm.models._builder import _resolve_pretrained_source
+    source, where = _resolve_pretrained_source(timm.models.get_pretrained_cfg(name).to_dict())
+    if source in ("url", "file"):
+        return timm.models._hub.download_cached_file(where) if source == "url" else where
+    if source != "hf-hub":
+        raise FileNotFoundError(f"timm model {name!r} names no weights file (source {source!r})")
+    repo, names = (where[0], [where[1]]) if isinstance(where, tuple) else (where, ["model.safetensors",
+                                                                                   "pytorch_model.bin"])
+    repo, _, revision = repo.partition("@")
+    for filename in names[:-1]:
+        with contextlib.suppress(Exception):  # not in this repo (or cache): the next name timm accepts
+            return hf_hub_download(repo, filename, revision=revision or None, cache_dir=_hub_cache())
+    return hf_hub_download(repo, names[-1], revision=revision or None, cache_dir=_hub_cache())
 
 
-def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | None = None,
-             progress: bool = True) -> SSLBackbone:
+def load_ssl(name: str = "tiny-dino", device: str = "auto", checkpoint: str | None = None) -> SSLBackbone:
     """Load a self-supervised image encoder: ``"tiny-dino"`` (shipped), ``"micro-dino"`` (tests), or a
     timm DINO model such as ``"vit_small_patch14_dinov2.lvd142m"`` / ``"vit_small_patch16_224.dino"``
     (network or local cache; ``checkpoint=`` a local weights file)."""
     from safetensors.torch import load_file
 
-    from .pretrain import dino
+    from .models import dino
 
     dev = pick_device(device)
-    if name in dino.RECIPES:
-        path, sha, entry = _embedded_weights(name, progress=progress, kind="ssl")
-        model = dino.encoder(dino.RECIPES[name])
+    if name in models.recipes("ssl"):
+        recipe = models.recipes("ssl")[name]
+        path, sha, entry = models.weights("ssl", name)
+        model = dino.encoder(recipe["tower"], recipe["sobel"])
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(path).items()})
-        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, dino.RECIPES[name].res, sha, dev,
-                           info=entry)
+        return SSLBackbone(name, model.eval().to(dev), dino.MEAN, dino.STD, recipe["res"], sha, dev, info=entry)
     import timm
     model, sha = _timm_real(name, checkpoint)
     cfg = timm.data.resolve_data_config({}, model=model)
@@ -458,7 +416,7 @@ class _DiffusersPipeline:
             for a, b, _ in self.chunks(len(prompts), 1)])})
 
 
-def load_generator(name: str = "tiny", device: str = "auto", progress: bool = True, max_batch: int = 8):
+def load_generator(name: str = "tiny", device: str = "auto", max_batch: int = 8):
     """A text-to-image pipeline: ``"tiny"`` (shipped, conditioned on the tiny CLIP's text tower),
     ``"micro"`` (tests), or a diffusers model id / local folder such as ``"stabilityai/sd-turbo"``.
 
@@ -466,22 +424,21 @@ def load_generator(name: str = "tiny", device: str = "auto", progress: bool = Tr
     when the network is unreachable or ``HF_HUB_OFFLINE=1``; it makes at most ``max_batch`` images per call of the
     underlying pipeline.  Failures say their cause: transformers missing (``pip install transformers``), a local
     folder missing or not a pipeline, a model not in the cache while offline."""
-    from .pretrain import diffusion
-
     dev = pick_device(device)
-    if name in diffusion.RECIPES:
+    if name in models.recipes("generator"):
         from diffusers import UNet2DConditionModel
         from safetensors.torch import load_file
-        recipe = diffusion.RECIPES[name]
-        clip = load_clip(recipe.clip, device=str(dev), progress=progress)
-        path, _, entry = _embedded_weights(name, progress=progress, kind="generator")
+
+        from .models.diffusion import TinyText2ImagePipeline
+        clip = load_clip(models.recipes("generator")[name]["clip"], device=str(dev))
+        path, _, entry = models.weights("generator", name)
         unet = UNet2DConditionModel(**entry["unet_kwargs"])
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
-        pipe = diffusion.TinyText2ImagePipeline(unet.to(dev), clip)
+        pipe = TinyText2ImagePipeline(unet.to(dev), clip)
         pipe.id, pipe.info = f"generator-{name}@{entry['sha256'][:16]}", entry
         return pipe
     if "/" not in name and not os.path.isdir(name):
-        raise UnknownNameError("generator", name, list(diffusion.RECIPES) +
+        raise UnknownNameError("generator", name, list(models.recipes("generator")) +
                                ["<diffusers model id>, e.g. stabilityai/sd-turbo", "<local folder>"])
     import importlib.util
     if importlib.util.find_spec("transformers") is None:

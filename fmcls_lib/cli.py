@@ -7,53 +7,50 @@ import sys
 import time
 
 
-def _split_key(key: str):
-    from . import backbones
-    kind, _, name = key.partition("-")
-    if kind not in ("clip", "generator", "ssl") or name not in backbones._kind_module(kind).RECIPES:
-        from .errors import UnknownNameError
-        valid = [f"{k}-{n}" for k in ("clip", "generator", "ssl") for n in backbones._kind_module(k).RECIPES]
-        raise UnknownNameError("embedded model", key, valid)
-    return kind, name, backbones._kind_module(kind)
+def _want(kind: str, name: str) -> str:
+    from . import models
+    return models.recipe_hash(kind, models.recipes(kind)[name])
 
 
-def _headline(kind: str, name: str) -> dict:
-    from . import backbones
-    if kind == "clip":
-        return backbones._kind_module(kind).headline_metrics(backbones.load_clip(name, progress=False))
-    if kind == "generator":
-        from . import synthetic
-        return synthetic.recognition_report(backbones.load_generator(name, progress=False))
-    from .pretrain import dino
-    return dino.headline_metrics(backbones.load_ssl(name, progress=False))
+def _build_shipped(key: str, manifest: dict, force: bool) -> None:
+    """Train a shipped model into the package (unless up to date) and record it, with its headline, in the manifest."""
+    from . import cache, evaluate, models, pretrain
+    kind, name = models.split_key(key)
+    entry, want = manifest.get(key), _want(kind, name)
+    path = models.SHIPPED_DIR / entry["file"] if entry else None
+    fresh = (entry is not None and path.exists() and cache.file_sha256(path) == entry["sha256"]
+             and entry["recipe_hash"] == want)
+    if fresh and not force:
+        print(f"{key}: up to date ({entry['build_seconds']} s build, recipe {entry['recipe_hash']})")
+        return
+    print(f"{key}: building (recipe {want})")
+    manifest[key] = pretrain.module(kind).build(name, models.SHIPPED_DIR)
+    cache.atomic_write_bytes(models.MANIFEST, json.dumps(manifest, indent=1).encode())
+    t0 = time.time()
+    manifest[key]["headline"] = evaluate.headline(kind, name)
+    manifest[key]["eval_seconds"] = round(time.time() - t0, 1)
+    cache.atomic_write_bytes(models.MANIFEST, json.dumps(manifest, indent=1).encode())
+    print(json.dumps({k: manifest[key][k] for k in ("build_seconds", "params", "headline")}, indent=1))
 
 
 def cmd_build(args) -> int:
-    """Train the embedded models from scratch and write them (fp16) + manifest into the package."""
+    """Train the embedded models from scratch: a shipped one (fp16) + its manifest entry into the package, any other
+    (``clip-micro``, ...) into the cache, where the loaders find it."""
     import torch
 
-    from . import backbones, cache
+    from . import models, pretrain
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    manifest = backbones._manifest()
+    manifest = models.manifest()
     for key in args.models:
-        kind, name, mod = _split_key(key)
-        entry = manifest.get(key)
-        path = backbones.SHIPPED_DIR / entry["file"] if entry else None
-        want = mod.recipe_hash(mod.RECIPES[name])
-        fresh = (entry is not None and path.exists() and cache.file_sha256(path) == entry["sha256"]
-                 and entry["recipe_hash"] == want)
-        if fresh and not args.force:
-            print(f"{key}: up to date ({entry['build_seconds']} s build, recipe {entry['recipe_hash']})")
-            continue
-        print(f"{key}: building (recipe {want})")
-        manifest[key] = mod.build(name, backbones.SHIPPED_DIR)
-        cache.atomic_write_bytes(backbones.MANIFEST, json.dumps(manifest, indent=1).encode())
-        t0 = time.time()
-        manifest[key]["headline"] = _headline(kind, name)
-        manifest[key]["eval_seconds"] = round(time.time() - t0, 1)
-        cache.atomic_write_bytes(backbones.MANIFEST, json.dumps(manifest, indent=1).encode())
-        print(json.dumps({k: manifest[key][k] for k in ("build_seconds", "params", "headline")}, indent=1))
+        kind, name = models.split_key(key)
+        if key in models.shipped_keys():
+            _build_shipped(key, manifest, args.force)
+        elif models.cached(kind, name) is not None and not args.force:
+            print(f"{key}: up to date in the cache ({models.cached_meta(kind, name)})")
+        else:
+            print(f"{key}: building into the cache (recipe {_want(kind, name)})")
+            print(f"{key}: {pretrain.build_cached(kind, name)['build_seconds']} s build")
     return 0
 
 
@@ -63,23 +60,23 @@ def cmd_check(args) -> int:
     produces (:func:`fmcls_lib.provenance.check_records`)."""
     from pathlib import Path
 
-    from . import backbones, cache, course, provenance
+    from . import cache, course, models, provenance
 
     bad = []
-    manifest = backbones._manifest()
-    for key in backbones.shipped_keys():
-        kind, name, mod = _split_key(key)
+    manifest = models.manifest()
+    for key in models.shipped_keys():
+        kind, name = models.split_key(key)
         entry = manifest.get(key)
         if entry is None:
-            bad.append(f"{key}: not in {backbones.MANIFEST}")
+            bad.append(f"{key}: not in {models.MANIFEST}")
             continue
-        path = backbones.SHIPPED_DIR / entry["file"]
-        want = mod.recipe_hash(mod.RECIPES[name])
+        path = models.SHIPPED_DIR / entry["file"]
+        want = _want(kind, name)
         if not path.exists() or cache.file_sha256(path) != entry["sha256"]:
             bad.append(f"{key}: {path} missing or corrupt")
         elif entry["recipe_hash"] != want:
             bad.append(f"{key}: stale (built from recipe {entry['recipe_hash']}, code has {want}); "
-                       "run `fmcls build`")
+                       f"run `fmcls build --models {key}`")
     print("\n".join(bad) or "shipped models: all present, intact and up to date")
     figures = Path(args.figures) if getattr(args, "figures", None) else provenance.ROOT / "figures"
     stale = provenance.check_records(figures, complete=True)
@@ -97,7 +94,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train the embedded models (skips those that are up to date)")
     b.add_argument("--models", nargs="+", default=None,
-                   help="manifest keys such as clip-tiny, generator-tiny, ssl-tiny-dino (default: all shipped)")
+                   help="manifest keys such as clip-tiny, generator-tiny, ssl-tiny-dino (default: all shipped); "
+                        "one not shipped, such as clip-micro, is built into the cache")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--threads", type=int, default=None)
     ch = sub.add_parser("check", help="verify the shipped models against the manifest and the recipes, and the "
@@ -107,7 +105,7 @@ def main(argv=None) -> int:
     course.add_parsers(sub)
     args = p.parse_args(argv)
     if args.cmd == "build" and args.models is None:
-        from .backbones import shipped_keys
+        from .models import shipped_keys
         args.models = shipped_keys()
     return {"build": cmd_build, "check": cmd_check}.get(args.cmd, getattr(args, "func", None))(args)
 

@@ -127,16 +127,16 @@ def _alpha_step(v, p):
         return f"{accepted} (with {v!r} the grid is {shown}: no α = 1)"
 
 
-def _model(kind: str, module: str, real: str, is_real):
-    """A model name: an embedded recipe of ``fmcls_lib.pretrain.<module>``, or a real-path name that
-    ``is_real(name)`` accepts (lenient about tags and folders: the loader says precisely what is missing)."""
+def _model(kind: str, family: str, real: str, is_real):
+    """A model name: an embedded model of ``family`` in the registry (:mod:`fmcls_lib.models`), or a real-path name
+    that ``is_real(name)`` accepts (lenient about tags and folders: the loader says precisely what is missing)."""
     def check(v, p):
-        import importlib
+        from . import models
         if not isinstance(v, str) or not v:
             return f"the name of a {kind}"
         if is_real(v):
             return None
-        names = list(importlib.import_module(f".pretrain.{module}", __package__).RECIPES)
+        names = list(models.recipes(family))
         if v not in names:
             raise UnknownNameError(kind, v, names + [real])
     return check
@@ -191,9 +191,9 @@ VALIDATORS = {
     "second_task": _task(),
     "prefix_task": _task(),
     "backbone": _backbone,
-    "generator": _model("generator", "diffusion", "<diffusers model id>, e.g. stabilityai/sd-turbo, or a local "
+    "generator": _model("generator", "generator", "<diffusers model id>, e.g. stabilityai/sd-turbo, or a local "
                            "folder", _real_generator),
-    "ssl": _model("ssl encoder", "dino", "<timm model>, e.g. vit_small_patch16_224.dino", _real_ssl),
+    "ssl": _model("ssl encoder", "ssl", "<timm model>, e.g. vit_small_patch16_224.dino", _real_ssl),
     "shots": _shots,
     "seeds": _whole(1, " (how many training seeds each claim is measured over)"),
     "alpha_step": _alpha_step,

@@ -314,3 +314,15 @@ def from_arrays(images: np.ndarray, labels, classnames, name: str = "synthetic")
                          f"{images.shape} and {labels.shape}")
     h = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
     return Dataset(f"{name}:{h}", "train", name, tuple(classnames), labels, lambda: images, lambda i: images[i])
+
+
+def to_tensor(images, mean=None, std=None, size: int | None = None):
+    """uint8 ``[N, H, W, 3]`` -> float ``[N, 3, H, W]`` in [0, 1], area-resized to ``size`` (if given and not the
+    images' size), then ``(x - mean) / std`` (if ``mean`` is given): the embedded models' eval transform."""
+    import torch
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+    if size is not None and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=size, mode="area")
+    if mean is None:
+        return x
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

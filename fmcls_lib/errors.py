@@ -26,3 +26,7 @@ class OfflineModelError(FmclsError, RuntimeError):
 
 class CorruptFileError(FmclsError, OSError):
     """A cached or shipped file whose content does not match its recorded hash."""
+
+
+class MissingModelError(FmclsError, FileNotFoundError):
+    """An embedded model that is neither shipped intact nor built in the cache: says which ``fmcls build`` to run."""

@@ -162,6 +162,13 @@ def linear_probe(f_train, y_train, f_val, y_val, Cs=PROBE_C_GRID, max_iter: int 
     return LinearProbe(best[1], best[0], scores)
 
 
+def knn_predict(f_train, y_train, f_query, k: int = 10) -> torch.Tensor:
+    """Cosine k-NN on L2-normalised features: each query's majority label among its ``k`` nearest training
+    features (a tie goes to the smallest label)."""
+    votes = F.one_hot(y_train[(f_query @ f_train.T).topk(k, dim=1).indices]).sum(1)
+    return votes.argmax(1)
+
+
 def with_ood(acc: dict) -> dict:
     """``acc`` (domain -> accuracy) plus ``ood``, the mean over the shifted (non-photo) domains; a task without a
     shift domain gets no ``ood`` (there is nothing out of distribution to average), so code that reports OOD checks

@@ -89,8 +89,8 @@ GENERATOR_SETTINGS = {
 def generator_settings(name: str) -> dict:
     """The :data:`GENERATOR_SETTINGS` row of generator ``name`` (an embedded name, a diffusers model id or folder),
     with its key under ``"settings"``."""
-    from .pretrain import diffusion
-    row = "tiny" if name in diffusion.RECIPES else "turbo" if "turbo" in str(name).lower() else "stable-diffusion"
+    from . import models
+    row = "tiny" if name in models.recipes("generator") else "turbo" if "turbo" in str(name).lower() else "stable-diffusion"
     return {**GENERATOR_SETTINGS[row], "settings": row}
 
 

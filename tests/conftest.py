@@ -16,10 +16,18 @@ def isolated_dirs(tmp_path_factory):
     yield {"cache": cache, "figures": figs}
 
 
+def built(kind: str, name: str) -> None:
+    """Build a test model (``micro``, ``micro-dino``) into the test cache unless it is there: loaders never train."""
+    from fmcls_lib import models, pretrain
+    if models.cached(kind, name) is None:
+        pretrain.build_cached(kind, name, progress=False)
+
+
 @pytest.fixture(scope="session")
 def micro():
     from fmcls_lib import backbones
-    return backbones.load_clip("micro", device="cpu", progress=False)  # exact float32 comparisons, also on a GPU box
+    built("clip", "micro")
+    return backbones.load_clip("micro", device="cpu")  # exact float32 comparisons, also on a GPU box
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +39,12 @@ def micro_splits(micro):
 @pytest.fixture(scope="session")
 def micro_pipe(micro):
     from fmcls_lib import backbones
-    return backbones.load_generator("micro", progress=False)
+    built("generator", "micro")
+    return backbones.load_generator("micro")
 
 
 @pytest.fixture(scope="session")
 def micro_dino():
     from fmcls_lib import backbones
-    return backbones.load_ssl("micro-dino", progress=False)
+    built("ssl", "micro-dino")
+    return backbones.load_ssl("micro-dino")

@@ -151,12 +151,12 @@ def test_a_dino_only_cache_still_takes_zero_shot_from_clip():
     torch.testing.assert_close(p, cafo.cache_logits(fd, kd, m.caches[0].values, m.beta))
 
 
-def test_recorded_headline_is_the_build_record_only_where_it_applies(micro_dino, monkeypatch):
-    from fmcls_lib.pretrain import dino
+def test_recorded_headline_is_the_build_record_only_where_it_applies(micro, micro_dino, monkeypatch):
+    from fmcls_lib import evaluate
     rec = {"task": "world/shapes", "split": "val", "ssl": {"knn": 0.5}, "clip": {"knn": 0.9}}
     monkeypatch.setattr(micro_dino, "info", {"headline": rec})
-    assert dino.headline_metrics(micro_dino, recorded=True) == {**rec, "recorded_at_build": True}
-    computed = dino.headline_metrics(micro_dino, clip_name="micro", shots=2, seeds=1, recorded=True)
+    assert evaluate.ssl_headline(micro_dino, recorded=True) == {**rec, "recorded_at_build": True}
+    computed = evaluate.ssl_headline(micro_dino, clip_name="micro", shots=2, seeds=1, recorded=True)
     assert "recorded_at_build" not in computed and 0 <= computed["ssl"]["knn"] <= 1
 
 

@@ -56,3 +56,12 @@ def test_few_shot_needs_at_least_one_shot():
         with pytest.raises(ValueError, match=r"shots must be a whole number of examples per class, at least 1; "
                                              rf"got {bad}"):
             data.few_shot(y, bad, 0)
+
+
+def test_to_tensor_scales_resizes_and_normalises():
+    import torch
+    x = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    t = data.to_tensor(x)
+    assert t.shape == (3, 3, 8, 8) and torch.equal(t, torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)
+    n = data.to_tensor(x, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), size=4)
+    torch.testing.assert_close(n, (torch.nn.functional.avg_pool2d(t, 2) - 0.5) / 0.25)

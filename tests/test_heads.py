@@ -188,3 +188,11 @@ def test_effective_robustness_statistic_is_distance_above_the_probes_trend():
     assert got.shape == (4,)
     for b in range(4):
         assert got[b] == pytest.approx(direct({d: draws[d][b] for d in domains}))
+
+
+def test_knn_predict_is_a_majority_vote_with_ties_to_the_smallest_label():
+    f_train = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0]]), dim=-1)
+    y_train = torch.tensor([2, 1, 1, 0])
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.0, 1.0]]), dim=-1)
+    assert heads.knn_predict(f_train, y_train, q, k=3).tolist() == [1, 1]  # two votes for 1 beat one for 2
+    assert heads.knn_predict(f_train, y_train, q, k=2).tolist() == [1, 0]  # 2 and 1 tie: 1; 0 and 1 tie: 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmcls_lib import backbones, course, standins
+from fmcls_lib import backbones, cache, course, standins
 from fmcls_lib.errors import OfflineModelError, UnknownNameError
 
 
@@ -75,9 +75,24 @@ def test_dino_gets_dino_normalisation(real_env):
     file = next((standins.models.snapshot(real_env["HF_HUB_CACHE"], "timm/vit_small_patch16_224.dino")).glob("*.safetensors"))
     local = backbones.load_ssl("vit_small_patch16_224", checkpoint=str(file))
     assert local.mean == tuple(want.mean)
-    assert local.weights_hash == enc.weights_hash  # both hash the weights file itself, not a name
+    assert local.weights_hash == enc.weights_hash == cache.file_sha256(file)  # the weights file itself, not a name
     f = enc.encode_images(np.zeros((2, 32, 32, 3), np.uint8))
     assert f.shape == (2, 384)
+
+
+def test_timm_weights_from_a_url_hash_the_file_not_the_name(real_env, tmp_path, monkeypatch):
+    """A timm tag whose weights come from a URL (no hub repo): the hash is the downloaded file's, as for the hub."""
+    import timm
+    name = "vit_small_patch16_224.dino"
+    file = next((standins.models.snapshot(real_env["HF_HUB_CACHE"], f"timm/{name}")).glob("*.safetensors"))
+    cfg = timm.models.get_pretrained_cfg(name)
+    url_cfg = type(cfg)(**{**cfg.to_dict(), "hf_hub_id": None, "url": file.as_uri()})
+    orig = timm.models.get_pretrained_cfg
+    monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda n, *a, **k: url_cfg if n == name else orig(n, *a, **k))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    enc = backbones.load_ssl(name)
+    assert enc.weights_hash == cache.file_sha256(file)
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / file.name).is_file()  # where timm caches a URL's file
 
 
 def test_missing_real_models_fail_fast_without_offline_flag(tmp_path, monkeypatch):
@@ -95,7 +110,7 @@ def test_missing_real_models_fail_fast_without_offline_flag(tmp_path, monkeypatc
             load()
         assert time.time() - t0 < 5, f"took {time.time() - t0:.1f} s"
         assert str(tmp_path / "hub") in str(e.value) and "python -c" in str(e.value)
-    assert not hub.HF_HUB_OFFLINE  # the process is not left offline
+    assert not hub.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ  # the process is not left offline
 
 
 def _lesson_params(lesson):

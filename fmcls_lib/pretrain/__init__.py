@@ -1,5 +1,38 @@
 """Building the embedded models: tiny CLIPs (clip.py), the text-to-image model (diffusion.py) and the
-self-supervised encoder (dino.py), with resumable, atomically checkpointed training runs."""
+self-supervised encoder (dino.py), with resumable, atomically checkpointed training runs.
+
+Builders only train and write weights; their recipes and architectures come from :mod:`fmcls_lib.models`, which
+the loaders read (the loaders never import this package)."""
+
+
+def module(kind: str):
+    """The builder of an embedded-model family: ``clip``, ``generator`` (diffusion.py) or ``ssl`` (dino.py)."""
+    import importlib
+    return importlib.import_module("." + {"clip": "clip", "generator": "diffusion", "ssl": "dino"}[kind], __name__)
+
+
+def build_cached(kind: str, name: str, progress: bool = True) -> dict:
+    """Train ``<kind>-<name>`` into the cache, where the loaders find it (``fmcls build`` of a model the course does
+    not ship, such as ``clip-micro``); a generator's CLIP is built first if it is neither shipped nor cached.
+    Returns the build's manifest entry."""
+    import json
+    import os
+
+    from .. import cache, models
+    from ..errors import MissingModelError
+    if kind == "generator":
+        clip = models.recipes("generator")[name]["clip"]
+        try:
+            models.weights("clip", clip)
+        except MissingModelError:
+            build_cached("clip", clip, progress)
+    meta_path = models.cached_meta(kind, name)
+    meta = module(kind).build(name, meta_path.parent, progress=progress)
+    final = meta_path.with_suffix(".safetensors")
+    os.replace(meta_path.parent / meta["file"], final)
+    meta["file"] = final.name
+    cache.atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    return meta
 
 
 def save_state(path, gen, objects: dict, **extra) -> None:

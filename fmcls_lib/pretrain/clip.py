@@ -1,6 +1,6 @@
 """Pre-training the embedded tiny CLIPs on the procedural world with open_clip itself.
 
-Model = an open_clip config (``configs/*.json``, registered with ``open_clip.add_model_config``);
+Model = an open_clip config (``models/configs/*.json``, registered by :mod:`fmcls_lib.models.clip`);
 loss = ``open_clip.loss.ClipLoss``; AdamW with linear warm-up then cosine decay; image-caption pairs
 from all four domains (photo-heavy, like the web).
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import time
@@ -20,17 +19,14 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from .. import world
-from . import convnet  # noqa: F401  (registers the conv towers with timm)
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-open_clip.add_model_config(CONFIG_DIR)
-TRAIN_CODE_VERSION = 1  # bump when the training loop changes what a recipe produces
+from .. import models, world
+from ..data import to_tensor
+from ..models import clip as _architectures  # noqa: F401  (registers the configs and conv towers)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    model: str  # open_clip config name in CONFIG_DIR
+    model: str  # open_clip config name in models/configs
     steps: int
     batch_size: int = 256
     lr: float = 2e-3
@@ -40,27 +36,11 @@ class Recipe:
     seed: int = 0
 
 
-SHIPPED = ("tiny", "tiny-vit")  # built by `fmcls build` and committed; micro is for tests
-RECIPES = {
-    "tiny": Recipe("fmcls-tiny-conv", steps=1300),
-    "tiny-vit": Recipe("fmcls-tiny-vit", steps=800, lr=1e-3),
-    "micro": Recipe("fmcls-micro", steps=30, batch_size=64, corpus=1500, warmup=5),
-}
+RECIPES = models.dataclasses("clip", Recipe)  # tiny and tiny-vit are shipped; micro is for tests
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """Changes whenever the recipe, the model config, the world or the training loop changes."""
-    blob = json.dumps({"recipe": asdict(recipe), "world": world.WORLD_VERSION,
-                       "code": TRAIN_CODE_VERSION,
-                       "config": json.loads((CONFIG_DIR / f"{recipe.model}.json").read_text())},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def images_to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> normalised float ``[N, 3, H, W]`` (open_clip's Normalize)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return models.recipe_hash("clip", asdict(recipe))
 
 
 @contextlib.contextmanager
@@ -109,7 +89,7 @@ def train(recipe: Recipe, progress: bool = True, log_every: int = 100):
             order, pos = torch.randperm(recipe.corpus, generator=gen), 0
         idx = order[pos:pos + recipe.batch_size]
         pos += recipe.batch_size
-        img = images_to_tensor(images[idx.numpy()], mean, std)
+        img = to_tensor(images[idx.numpy()], mean, std)
         out = model(img, tokens[idx])
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         opt.zero_grad(set_to_none=True)
@@ -148,22 +128,3 @@ def build(name: str, out_dir, progress: bool = True) -> dict:
             "params": {"visual": sum(p.numel() for p in model.visual.parameters()),
                        "total": sum(p.numel() for p in model.parameters())},
             "final_loss": history[-1]["loss"], "history": history}
-
-
-def headline_metrics(backbone, task: str = "world/shapes") -> dict:
-    """Validation numbers a build is judged by: zero-shot per domain, full photo probe, never-named."""
-    from .. import features, heads, prompts
-
-    S = features.load_splits(backbone, task, world.DOMAINS, splits=("train", "val"), progress=False)
-    classes = world.TASKS[task].classnames
-    W = heads.zero_shot_head(backbone, classes, prompts.PHOTO)
-    zs = {d: heads.accuracy(heads.logits(S["val", d][0], W), S["val", d][1]) for d in world.DOMAINS}
-    probe = heads.linear_probe(*S["train", "photo"], *S["val", "photo"])
-    f, y = S["val", "photo"]
-    pred = heads.logits(f, W).argmax(1)
-    never = [classes.index(c) for c in world.NEVER_NAMED if c in classes]
-    return {"task": task, "split": "val", "zero_shot": zs,
-            "linear_probe_photo": heads.accuracy(probe.logits(f), y),
-            "zero_shot_never_named_classes": float((pred[torch.isin(y, torch.tensor(never))] ==
-                                                    y[torch.isin(y, torch.tensor(never))]).float().mean())
-            if never else None}

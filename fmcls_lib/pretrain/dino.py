@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
-from .. import world
-from . import convnet  # noqa: F401  (registers the conv towers with timm)
-
-TRAIN_CODE_VERSION = 3
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+from .. import heads, models, world
+from ..data import to_tensor
+from ..models.dino import MEAN, STD, encoder
 
 
 @dataclass(frozen=True)
@@ -65,44 +61,11 @@ class Recipe:
     seed: int = 0
 
 
-SHIPPED = ("tiny-dino",)
-RECIPES = {
-    "tiny-dino": Recipe("fmcls_convnet_tiny", steps=3000, local_crops=2, prototypes=256, lr=2e-3),
-    "micro-dino": Recipe("fmcls_convnet_micro", steps=6, res=16, batch_size=16, lr=1e-3, local_crops=2, prototypes=64,
-                         head_dim=32, bottleneck=16, corpus=256, warmup=2, warmup_teacher_steps=3),
-}
+RECIPES = models.dataclasses("ssl", Recipe)  # tiny-dino is shipped; micro-dino is for tests
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    blob = json.dumps({"recipe": asdict(recipe), "world": world.WORLD_VERSION, "code": TRAIN_CODE_VERSION},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class SobelStem(nn.Module):
-    """Fixed, not trained: the two Sobel derivatives of each colour channel, scaled to unit deviation per
-    image.
-
-    DeepCluster (Caron et al. 2018) put a Sobel filter in front of its network so that colour could not be
-    what the self-supervised clusters form around.  Here colour is not the only such cue: crops of one image
-    keep the *relation* between object and background colour under any global colour jitter, and views are
-    matched by it before shape (FIELD_NOTES.md).  Per-channel edges keep every object visible (a red shape
-    on a grey ground of equal brightness vanishes in a grayscale Sobel) and drop flat colour."""
-
-    def __init__(self):
-        super().__init__()
-        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
-        self.register_buffer("kernel", torch.stack([kx, kx.T])[:, None].repeat(3, 1, 1, 1))
-
-    def forward(self, x):
-        e = F.conv2d(x, self.kernel, padding=1, groups=3)
-        return e / (e.flatten(1).std(1)[:, None, None, None] + 1e-6)
-
-
-def encoder(recipe: Recipe) -> nn.Module:
-    if recipe.sobel:
-        return nn.Sequential(SobelStem(), timm.create_model(recipe.tower, num_classes=0, in_chans=6))
-    return timm.create_model(recipe.tower, num_classes=0)
+    return models.recipe_hash("ssl", asdict(recipe))
 
 
 def _num_features(enc: nn.Module) -> int:
@@ -170,14 +133,6 @@ def crops(x: torch.Tensor, size: int, scale, generator: torch.Generator) -> torc
     return (out - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
-def to_input(images: np.ndarray, res: int) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> normalised ``[N, 3, res, res]`` (the encoder's eval transform)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-    if x.shape[-1] != res:
-        x = F.interpolate(x, size=res, mode="area")
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-
-
 # ----------------------------------------------------------------------------- training
 
 _MONITOR: dict = {}
@@ -189,15 +144,14 @@ def knn_accuracy(model: nn.Module, res: int, task: str = "world/shapes", k: int 
     from .. import data
     if (task, res) not in _MONITOR:
         tr, va = data.load(task, "train", "photo"), data.load(task, "val", "photo")
-        _MONITOR[task, res] = (to_input(tr.images, res), torch.as_tensor(tr.labels), to_input(va.images, res),
-                               torch.as_tensor(va.labels))
+        _MONITOR[task, res] = (to_tensor(tr.images, MEAN, STD, res), torch.as_tensor(tr.labels),
+                               to_tensor(va.images, MEAN, STD, res), torch.as_tensor(va.labels))
     xt, yt, xv, yv = _MONITOR[task, res]
     was = model.training
     model.eval()
-    ft, fv = F.normalize(model(xt), dim=-1), F.normalize(model(xv), dim=-1)
-    votes = F.one_hot(yt[(fv @ ft.T).topk(k, dim=1).indices], len(world.TASKS[task].classnames)).sum(1)
+    pred = heads.knn_predict(F.normalize(model(xt), dim=-1), yt, F.normalize(model(xv), dim=-1), k)
     model.train(was)
-    return float((votes.argmax(1) == yv).float().mean())
+    return float((pred == yv).float().mean())
 
 
 def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None, log_every: int = 200,
@@ -229,12 +183,11 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
 
     images = cache.get_or_compute("corpus", {"kind": "ssl-pairs", "world": world.WORLD_VERSION, "n": recipe.corpus,
                                              "paired": recipe.paired_views, "seed": recipe.seed}, render)
-    x_all = F.interpolate(images.flatten(0, 1).permute(0, 3, 1, 2).float().div(255), size=recipe.res,
-                          mode="area").unflatten(0, (2, recipe.corpus))
-    student = nn.ModuleDict({"encoder": encoder(recipe)})
+    x_all = to_tensor(images.flatten(0, 1), size=recipe.res).unflatten(0, (2, recipe.corpus))
+    student = nn.ModuleDict({"encoder": encoder(recipe.tower, recipe.sobel)})
     dim = _num_features(student["encoder"])
     student["head"] = DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)
-    teacher = nn.ModuleDict({"encoder": encoder(recipe),
+    teacher = nn.ModuleDict({"encoder": encoder(recipe.tower, recipe.sobel),
                              "head": DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)})
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)
@@ -313,35 +266,3 @@ def build(name: str, out_dir, progress: bool = True, checkpoint: Path | None = N
             "recipe": asdict(recipe), "recipe_hash": recipe_hash(recipe), "build_seconds": round(seconds, 1),
             "params": sum(p.numel() for p in enc.parameters()), "final_loss": history[-1]["loss"],
             "history": history}
-
-
-def headline_metrics(ssl, clip_name: str = "tiny", task: str = "world/shapes", shots: int = 16,
-                     seeds: int = 3, recorded: bool = False) -> dict:
-    """Validation numbers the encoder is judged by, beside the tiny CLIP's on the same splits: k-NN,
-    full and ``shots``-shot linear probes on photo, and how often the two disagree (complementarity).
-
-    ``recorded=True`` returns the numbers this function wrote into the manifest when the shipped encoder was
-    built (same weights, same defaults) instead of re-fitting the probes; anything else is computed."""
-    from .. import backbones, data, features, heads
-
-    entry = getattr(ssl, "info", None) or {}
-    if recorded and entry.get("headline", {}).get("task") == task and (clip_name, shots, seeds) == ("tiny", 16, 3):
-        return {**entry["headline"], "recorded_at_build": True}
-
-    out = {"task": task, "split": "val"}
-    preds = {}
-    for label, bb in (("ssl", ssl), ("clip", backbones.load_clip(clip_name, progress=False))):
-        S = features.load_splits(bb, task, ("photo",), splits=("train", "val"), progress=False)
-        (ft, yt), (fv, yv) = S["train", "photo"], S["val", "photo"]
-        knn = (yt[(fv @ ft.T).topk(10, dim=1).indices]).mode(1).values
-        probe = heads.linear_probe(ft, yt, fv, yv)
-        few = []
-        for seed in range(seeds):
-            idx = data.few_shot(yt.numpy(), shots, seed)
-            few.append(heads.accuracy(heads.linear_probe(ft[idx], yt[idx], fv, yv).logits(fv), yv))
-        preds[label] = probe.predict(fv)
-        out[label] = {"knn": heads.accuracy(knn, yv), "linear_probe": heads.accuracy(probe.logits(fv), yv),
-                      f"probe_{shots}_shot": float(np.mean(few))}
-    out["probe_disagreement"] = float((preds["ssl"] != preds["clip"]).float().mean())
-    out["both_wrong"] = float(((preds["ssl"] != yv) & (preds["clip"] != yv)).float().mean())
-    return out

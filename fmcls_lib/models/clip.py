@@ -1,4 +1,5 @@
-"""The embedded CLIP's BatchNorm conv tower, registered as timm models.
+"""The embedded CLIPs' architectures: open_clip configs (``configs/*.json``, registered with
+``open_clip.add_model_config`` on import) and the BatchNorm conv tower, registered as timm models.
 
 open_clip builds timm towers from a config's ``timm_model_name``, so registering the tower with timm
 keeps the tiny CLIP entirely inside open_clip's machinery (config JSON, ``create_model_and_transforms``,
@@ -6,8 +7,13 @@ keeps the tiny CLIP entirely inside open_clip's machinery (config JSON, ``create
 open_clip's ViT or ModifiedResNet towers (FIELD_NOTES.md), and it has the BatchNorm layers that the
 synthetic-data lesson freezes.
 """
+import open_clip
 import torch.nn as nn
 from timm.models import register_model
+
+from . import CONFIG_DIR
+
+open_clip.add_model_config(CONFIG_DIR)
 
 
 class ConvNet(nn.Module):
