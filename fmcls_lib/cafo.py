@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import UnknownNameError
 from .heads import LOGIT_SCALE, Fit, accuracy, single_threaded, train_on_views, with_ood
 from .tip_adapter import build_cache, official_grid
 
@@ -54,7 +55,7 @@ def _weights(zs: torch.Tensor, caches: list, base: str) -> torch.Tensor:
 def fuse(zs: torch.Tensor, caches: list, fusion: str = "adaptive") -> torch.Tensor:
     """The fused cache logits that CaFo adds to ``zs`` (``[N, C]``)."""
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion {fusion!r}; accepted: {', '.join(FUSIONS)}")
+        raise UnknownNameError("fusion", fusion, FUSIONS)
     if fusion == "slide":
         w = fusion_weights(zs, caches, normalize=False)
         return sum(w[..., i:i + 1] * c for i, c in enumerate(caches))

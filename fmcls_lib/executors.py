@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from .errors import UnknownNameError
+
 
 class InProcess:
     """Run the jobs one after another in this process (the default)."""
@@ -70,8 +72,9 @@ def get(executor=None):
             return Ray()
         if executor.startswith("ray://") or executor == "auto":
             return Ray(address=executor)
-        raise ValueError(f"executor {executor!r}; accepted: None or 'local' (in-process), 'ray' (local Ray), "
-                         "'auto' or 'ray://host:port' (a Ray cluster), or an object with a map() method")
+        raise UnknownNameError("executor", executor, ["None or 'local' (in-process)", "'ray' (local Ray)",
+                                                      "'auto' or 'ray://host:port' (a Ray cluster)",
+                                                      "an object with a map() method"])
     if not callable(getattr(executor, "map", None)):
         raise TypeError(f"executor {executor!r} has no map(fn, shared, items) method")
     return executor

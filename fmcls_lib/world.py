@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .errors import UnknownNameError
+
 WORLD_VERSION = 1
 RES = 32
 _SS = 2  # supersampling factor for anti-aliased edges
@@ -143,7 +145,7 @@ def _contours(shape: str) -> list[np.ndarray]:
         outer = _circle(1.0, 0.0, 40, 57.8, 302.2)
         inner = _circle(0.85, 0.45, 40, 84.4, 275.6)[::-1]
         return [np.concatenate([outer, inner])]
-    raise ValueError(shape)
+    raise UnknownNameError("shape", shape, SHAPES)
 
 
 def _place(pts, scene: Scene, size_px: float, wobble: float, rng) -> list[tuple]:
