@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fmcls_lib as fm
-from fmcls_lib import finetune as ft, weights
+from fmcls_lib import finetune as ft, soups, weights
 
 
 def _net(seed):
@@ -175,10 +175,10 @@ def test_angle():
 
 def test_wise_observations_against_hand_computed_values():
     accs = {0.0: {"photo": 0.6}, 0.5: {"photo": 0.62}, 1.0: {"photo": 0.8}}
-    worst, best, margin = ft.wise_observations(accs, "photo")
+    worst, best, margin = weights.wise_observations(accs, "photo")
     assert worst == pytest.approx(0.62 - 0.7) and best == 1.0 and margin == pytest.approx(0.0)
     accs[0.5]["photo"] = 0.85
-    worst, best, margin = ft.wise_observations(accs, "photo")
+    worst, best, margin = weights.wise_observations(accs, "photo")
     assert worst == pytest.approx(0.0) and best == 0.5 and margin == pytest.approx(0.05)
 
 
@@ -202,19 +202,19 @@ def test_shared_prefix_study_scores_the_average_of_parent_and_child(micro):
     X = {("train", "photo"): (x[:48], y[:48]), ("val", "photo"): (x[48:], y[48:])}
     W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     r = ft.Recipe(epochs=2, lr=1e-2, batch_size=16)
-    out = ft.shared_prefix_study(micro, W, r, X, [0, 2], init="scratch", progress=False)
+    out = soups.shared_prefix_study(micro, W, r, X, [0, 2], init="scratch", progress=False)
     assert set(out) == {0, 2}
     assert out[2]["child"] == out[2]["parent"]  # sharing every epoch: the child is the parent
     assert out[2]["average"] == pytest.approx(out[2]["parent"]) and out[2]["barrier"] == pytest.approx(0, abs=1e-9)
     # independent recomputation of k=0 from the same runs
-    p = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last").state_dict
-    c = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last",
+    p = ft.finetune(soups.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last").state_dict
+    c = ft.finetune(soups.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last",
                     branch=(0, 12345)).state_dict
-    m = ft.from_scratch(micro, W)
+    m = soups.from_scratch(micro, W)
     avg = 1 - landscape.evaluate(m, combine([p, c], [0.5, 0.5]), x[48:], y[48:], x[:48])[0]
     assert out[0]["average"] == pytest.approx(avg)
     with pytest.raises(ValueError, match="outside"):
-        ft.shared_prefix_study(micro, W, r, X, [5], progress=False)
+        soups.shared_prefix_study(micro, W, r, X, [5], progress=False)
 
 
 def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monkeypatch):
@@ -225,11 +225,11 @@ def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monk
     W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     recipes = [ft.Recipe(epochs=1, lr=lr, batch_size=16) for lr in (1e-3, 1e-2)]
     monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "a"))
-    here = ft.train_ingredients(micro, W, recipes, X, "t", progress=False)
+    here = soups.train_ingredients(micro, W, recipes, X, "t", progress=False)
     monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "b"))
     ex = executors.Ray(num_cpus=1)
     try:
-        remote = ft.train_ingredients(micro, W, recipes, X, "t", progress=False, executor=ex)
+        remote = soups.train_ingredients(micro, W, recipes, X, "t", progress=False, executor=ex)
     finally:
         ex.shutdown()
     assert len(list((tmp_path / "b" / "ingredients").glob("*.pt"))) == 2  # written by the Ray workers
