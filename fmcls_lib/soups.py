@@ -94,8 +94,9 @@ def averaged_run(backbone, W, recipe: Recipe, X, ema_decay: float = 0.99, swa_st
                  swa_lr: float | None = None, progress: bool = True) -> dict:
     """One fine-tuning run with weight averages along its own trajectory (``torch.optim.swa_utils``):
     EMA of every step (``get_ema_multi_avg_fn``) and SWA, the uniform average of the iterates at the
-    end of each epoch from ``swa_start`` of training on; BatchNorm statistics of both are recomputed
-    with ``update_bn``.  With ``swa_lr`` the learning rate switches to ``SWALR`` at ``swa_start`` (SWA's own
+    end of each epoch from ``swa_start`` of training on.  BatchNorm statistics follow each method: the EMA
+    averages them with the weights (``AveragedModel(use_buffers=True)``, an EMA of the running statistics); SWA's
+    are recomputed on the train images with ``update_bn`` (SWA's own step: the average of the weights never ran).  With ``swa_lr`` the learning rate switches to ``SWALR`` at ``swa_start`` (SWA's own
     recipe: a constant rate while averaging); without it the run keeps its cosine schedule.
     Returns ``{"last", "best_val", "ema", "swa"}`` state dicts (same architecture), cached on disk."""
     key = _run_key(backbone, W, recipe, X, averaged={"ema_decay": ema_decay, "swa_start": swa_start, "swa_lr": swa_lr})

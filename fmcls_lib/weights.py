@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import IncompatibleWeightsError
+from .errors import IncompatibleWeightsError, UnknownNameError
+
+KEEP_IF = (">=", ">")  # the greedy recipes' rule: keep on a tie (the lecture's) or only on a gain (the official code's)
 
 
 def check_compatible(state_dicts) -> None:
@@ -96,8 +98,7 @@ def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None):
     memory does not grow with their number (``state_dicts`` may be a lazy sequence).
     Returns ``(soup, kept indices, steps)``; each step is a dict ``ingredient, before, after, kept``.
     """
-    if keep_if not in (">=", ">"):
-        raise ValueError(f"keep_if={keep_if!r}; accepted: '>=' (lecture) or '>' (official code)")
+    _check_keep_if(keep_if)
     order = list(order) if order is not None else sorted(range(len(scores)), key=lambda i: -scores[i])
     soup, kept, best = state_dicts[order[0]], [order[0]], float(scores[order[0]])
     steps = [{"ingredient": order[0], "before": None, "after": best, "kept": True}]
@@ -113,8 +114,15 @@ def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None):
     return soup, kept, steps
 
 
+def _check_keep_if(keep_if: str) -> None:
+    if keep_if not in KEEP_IF:
+        raise UnknownNameError("greedy keep_if rule", keep_if, KEEP_IF)
+
+
 def greedy_ensemble(logits: list, labels, scores, keep_if: str = ">="):
-    """Greedy ensemble: the greedy-soup recipe on averaged logits instead of averaged weights."""
+    """Greedy ensemble: the greedy-soup recipe on averaged logits instead of averaged weights (``keep_if`` as in
+    :func:`greedy_soup`)."""
+    _check_keep_if(keep_if)
     labels = torch.as_tensor(labels)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     total, kept = logits[order[0]].clone(), [order[0]]
@@ -127,11 +135,14 @@ def greedy_ensemble(logits: list, labels, scores, keep_if: str = ">="):
     return kept
 
 
-def angle(theta_0: dict, theta_1: dict, theta_2: dict) -> float:
-    """Angle (degrees) between ``theta_1 - theta_0`` and ``theta_2 - theta_0`` over all float entries."""
+def angle(theta_0: dict, theta_1: dict, theta_2: dict, keys=None) -> float:
+    """Angle (degrees) between ``theta_1 - theta_0`` and ``theta_2 - theta_0`` over the entries ``keys``: the
+    parameters, as a loss-landscape plane spans (lessons pass ``[k for k, _ in model.named_parameters()]``, so
+    BatchNorm statistics are left out); default every floating-point entry."""
+    keys = [k for k in (theta_0 if keys is None else keys) if theta_0[k].is_floating_point()]
     diff = lambda a, k: (a[k].cpu() - theta_0[k].cpu()).double().flatten()  # noqa: E731
-    d1 = torch.cat([diff(theta_1, k) for k in theta_0 if theta_0[k].is_floating_point()])
-    d2 = torch.cat([diff(theta_2, k) for k in theta_0 if theta_0[k].is_floating_point()])
+    d1 = torch.cat([diff(theta_1, k) for k in keys])
+    d2 = torch.cat([diff(theta_2, k) for k in keys])
     cos = float(d1 @ d2 / (d1.norm() * d2.norm()))
     return float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
 
