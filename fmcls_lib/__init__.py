@@ -10,8 +10,8 @@ from .errors import (CorruptFileError, FmclsError, IncompatibleWeightsError, Mis
 __version__ = "0.1.0"
 
 _LAZY = ("world", "data", "cache", "backbones", "features", "prompts", "heads", "tip_adapter", "plots", "results",
-         "widgets", "models", "pretrain", "evaluate", "course", "synthetic", "cafo", "finetune", "weights",
-         "landscape", "executors", "exercises")
+         "widgets", "models", "pretrain", "evaluate", "course", "synthetic", "cafo", "training", "finetune",
+         "weights", "soups", "landscape", "executors", "exercises")
 
 
 def __getattr__(name):  # modules load on first use, so `import fmcls_lib` stays fast

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from .errors import UnknownNameError
-from .heads import LOGIT_SCALE, Fit, accuracy, single_threaded, train_on_views, with_ood
+from .heads import LOGIT_SCALE, accuracy, single_threaded, train_on_views, with_ood
 from .tip_adapter import build_cache, official_grid
+from .training import Fit
 
 FUSIONS = ("adaptive", "average", "max", "clip_based", "dino_based", "slide")
 

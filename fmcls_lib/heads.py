@@ -6,8 +6,6 @@ Names follow the lecture: ``f`` image features (L2-normalised, ``[N, D]``), ``W`
 from __future__ import annotations
 
 import contextlib
-import copy
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from .errors import UnknownNameError
+from .training import Fit, fit
 
 
 class single_threaded(contextlib.ContextDecorator):
@@ -253,48 +252,26 @@ def probe_curve(S, shots, seeds: int, domains=("photo",), train_domain: str = "p
     return (out, right) if return_correct else out
 
 
-@dataclass
-class Fit:
-    """What a training run selected on validation, and what it cost."""
-    best_epoch: int
-    val_accuracy: float
-    history: list  # validation accuracy after each epoch
-    seconds: float
-    epochs: int
-
-
 @single_threaded()
 def train_on_views(params, logits_fn, views, y, f_val, y_val, epochs: int, lr: float,
                    weight_decay: float = 0.01, batch_size: int = 256, seed: int = 0) -> Fit:
-    """AdamW + cosine schedule, one augmented view per epoch; keeps the epoch best on validation.
+    """AdamW + cosine schedule, one augmented view per epoch; keeps the epoch best on validation
+    (:func:`fmcls_lib.training.fit`).
 
     ``params`` is an ``nn.Module`` whose parameters are trained and whose best state is restored.
     """
     torch.manual_seed(seed)
     y = torch.as_tensor(y)
     n = views.shape[1]
-    steps = epochs * -(-n // batch_size)
     opt = torch.optim.AdamW(params.parameters(), lr=lr, eps=1e-4, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    best_acc, best_state, best_epoch, history = -1.0, None, -1, []
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-n // batch_size))
+
+    def losses(epoch):
         v = views[epoch % len(views)]
-        params.train()
         for idx in torch.randperm(n).split(batch_size):
-            loss = F.cross_entropy(logits_fn(v[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        params.eval()
-        with torch.no_grad():
-            acc = accuracy(logits_fn(f_val), y_val)
-        history.append(acc)
-        if acc > best_acc:
-            best_acc, best_state, best_epoch = acc, copy.deepcopy(params.state_dict()), epoch
-    params.load_state_dict(best_state)
-    return Fit(best_epoch, best_acc, history, time.perf_counter() - t0, epochs)
+            yield F.cross_entropy(logits_fn(v[idx]), y[idx])
+
+    return fit(params, opt, losses, lambda: accuracy(logits_fn(f_val), y_val), epochs, scheduler=sched)
 
 
 def clip_adapter_logits(f, W, A_v, alpha: float, A_t=None, beta: float = 0.0,

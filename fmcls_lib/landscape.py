@@ -191,7 +191,8 @@ def grid_batched(model, pl: Plane, xs, ys, x, y, x_bn=None, chunk: int = 8, prog
     vmapped function, BatchNorm statistics from ``x_bn`` as in :func:`grid_loop`)."""
     from torch.func import functional_call, vmap
 
-    from .finetune import as_tensor, autocast, device_of
+    from .backbones import autocast
+    from .finetune import as_tensor, device_of
 
     dev = device_of(model)
     x, y = as_tensor(x).to(dev), torch.as_tensor(y).to(dev)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import cache, world
-from .heads import Fit, accuracy
+from .heads import accuracy
+from .training import fit
 
 # Real Guidance: noise level t*/T by shots (the paper's schedule 50/40/35/20/15 of 100 steps)
 RG_STRENGTH = {1: 0.50, 2: 0.40, 4: 0.35, 8: 0.20, 16: 0.15}
@@ -223,7 +224,8 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn", sl: float = 0.0,
                T: float = 2.0, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 1e-4,
                batch_size: int = 128, real_batch_size: int = 32, seed: int = 0, init: Head | None = None):
-    """Train a :class:`Head` and keep the epoch best on ``val``; returns ``(head, Fit)``.
+    """Train a :class:`Head` and keep the epoch best on ``val`` (:func:`fmcls_lib.training.fit`); returns
+    ``(head, training.Fit)``.
 
     ``syn = (f, y, zs_logits)`` synthetic features (``zs_logits`` needed when ``sl > 0``), ``real = (f, y)``
     real shots, ``val = (f, y)``.  ``mode``: ``"syn"`` or ``"real"`` (one source), ``"mix"`` (every step a
@@ -240,40 +242,31 @@ def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn"
                                 real_batch_size, seed)
         head2, fit2 = train_head(W, scale, syn, real, val, second, sl, T, epochs, lr, weight_decay, batch_size,
                                  real_batch_size, seed, init=head)
-        return head2, Fit(fit2.best_epoch, fit2.val_accuracy, fit1.history + fit2.history,
-                          fit1.seconds + fit2.seconds, 2 * epochs)
+        return head2, replace(fit2, history=fit1.history + fit2.history, seconds=fit1.seconds + fit2.seconds,
+                              epochs=2 * epochs)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = copy.deepcopy(init) if init is not None else Head(W, scale)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best, history, t0 = (-1.0, None, -1), [], time.perf_counter()
 
     def syn_loss(idx):
         f, y, zs = syn
         lg = head(f[idx])
         return soft_target_loss(lg, zs[idx], y[idx], sl, T) if sl > 0 else F.cross_entropy(lg, y[idx])
 
-    for epoch in range(epochs):
-        head.train()
+    def losses(epoch):
         if mode == "real":
             for idx in _batches(len(real[1]), real_batch_size, gen):
-                loss = F.cross_entropy(head(real[0][idx]), real[1][idx])
-                opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
-        else:
-            for idx in _batches(len(syn[1]), batch_size, gen):
-                loss = syn_loss(idx)
-                if mode == "mix":
-                    r = torch.randint(0, len(real[1]), (real_batch_size,), generator=gen)
-                    loss = loss + F.cross_entropy(head(real[0][r]), real[1][r])
-                opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
-        head.eval()
-        with torch.no_grad():
-            acc = accuracy(head(val[0]), val[1])
-        history.append(acc)
-        if acc > best[0]:
-            best = (acc, copy.deepcopy(head.state_dict()), epoch)
-    head.load_state_dict(best[1])
-    return head, Fit(best[2], best[0], history, time.perf_counter() - t0, epochs)
+                yield F.cross_entropy(head(real[0][idx]), real[1][idx])
+            return
+        for idx in _batches(len(syn[1]), batch_size, gen):
+            loss = syn_loss(idx)
+            if mode == "mix":
+                r = torch.randint(0, len(real[1]), (real_batch_size,), generator=gen)
+                loss = loss + F.cross_entropy(head(real[0][r]), real[1][r])
+            yield loss
+
+    return head, fit(head, opt, losses, lambda: accuracy(head(val[0]), val[1]), epochs)
 
 
 def split_holdout(n: int, labels, frac: float = 0.2, seed: int = 0):

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .heads import LOGIT_SCALE, Fit, accuracy, single_threaded, train_on_views
+from .heads import LOGIT_SCALE, accuracy, single_threaded, train_on_views
+from .training import Fit
 
 
 @dataclass

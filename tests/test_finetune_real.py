@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 
-from fmcls_lib import backbones, data, finetune as ft, landscape, weights
+from fmcls_lib import backbones, data, finetune as ft, landscape, training, weights
 from fmcls_lib.standins import datasets as standin_data
 
 VIT_CFG = {"embed_dim": 16,
@@ -48,7 +48,7 @@ def setup(vit, real_data):
     X = ft.load_images(vit, "cifar10", domains)
     W = torch.nn.functional.normalize(torch.randn(10, VIT_CFG["embed_dim"], generator=torch.Generator().manual_seed(0)), dim=-1)
     model = ft.from_zero_shot(vit, W)
-    return domains, X, W, model, ft.state_dict(model)
+    return domains, X, W, model, training.state_dict(model)
 
 
 def test_real_splits_are_streams_with_a_shift_domain(setup, vit):
@@ -84,11 +84,11 @@ def test_wise_curve_plane_and_appendix_k_on_a_vit(setup):
                         progress=False, device="cpu").state_dict for s, lr in ((0, 1e-3), (1, 3e-3))]
     model.load_state_dict(theta_0)
     Xt = {d: X["test", d][0] for d in domains}
-    curve = ft.wise_curve(model, theta_0, runs[0], [0.0, 0.5, 1.0], Xt, progress=False)
+    curve = weights.wise_curve(model, theta_0, runs[0], [0.0, 0.5, 1.0], Xt, progress=False)
     assert all(torch.isfinite(lg).all() for r in curve.values() for lg in r.values())
     for d in domains:  # alpha = 0 is the zero-shot model, alpha = 1 the fine-tuned one
-        torch.testing.assert_close(curve[0.0][d], ft.logits_of(model, theta_0, {d: Xt[d]})[d])
-        torch.testing.assert_close(curve[1.0][d], ft.logits_of(model, runs[0], {d: Xt[d]})[d])
+        torch.testing.assert_close(curve[0.0][d], weights.logits_of(model, theta_0, {d: Xt[d]})[d])
+        torch.testing.assert_close(curve[1.0][d], weights.logits_of(model, runs[0], {d: Xt[d]})[d])
     accs = ft.accuracies(curve[0.5], {d: X["test", d][1] for d in domains})
     assert set(accs) == {"photo", "stl10", "ood"}
 
@@ -141,7 +141,7 @@ def test_everything_runs_on_the_backbones_device(vit, real_data):
         W = torch.nn.functional.normalize(torch.randn(10, VIT_CFG["embed_dim"]), dim=-1)
         model = ft.from_zero_shot(cuda, W)
         assert ft.device_of(model).type == "cuda"
-        theta_0 = ft.state_dict(model)
+        theta_0 = training.state_dict(model)
         run = ft.finetune(model, ft.Recipe(epochs=1, batch_size=16), *X["train", "photo"], *X["val", "photo"],
                           progress=False).state_dict
         assert all(v.device.type == "cpu" for v in run.values()) and ft.device_of(model).type == "cuda"
@@ -165,7 +165,7 @@ def test_batchnorm_statistics_from_a_streamed_split(micro, real_data, monkeypatc
     W = torch.nn.functional.normalize(torch.randn(10, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
     model = ft.from_zero_shot(micro, W)
     assert landscape.has_batchnorm(model)
-    sd = ft.state_dict(model)
+    sd = training.state_dict(model)
     assert landscape.evaluate(model, sd, x, y, x_bn) == landscape.evaluate(model, sd, x.tensor(), y, x_bn.tensor())
     monkeypatch.setattr(landscape, "BN_BATCH", 16)
     err, loss = landscape.evaluate(model, sd, x, y, x_bn)

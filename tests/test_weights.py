@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 import fmcls_lib as fm
-from fmcls_lib import finetune as ft, weights
+from fmcls_lib import finetune as ft, soups, training, weights
 
 
 def _net(seed):
@@ -141,7 +143,7 @@ def test_greedy_soup_strict_rule_rejects_ties():
     sds = [_net(s).state_dict() for s in range(2)]
     assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">=")[1] == [0, 1]
     assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">")[1] == [0]
-    with pytest.raises(ValueError, match="accepted"):
+    with pytest.raises(fm.UnknownNameError, match="accepted: >=, >"):
         weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if="~")
 
 
@@ -151,6 +153,9 @@ def test_ensemble_of_one_model_is_the_model_and_greedy_ensemble_starts_from_best
     y = logits[1].argmax(1)
     assert weights.greedy_ensemble(logits, y, [0.1, 0.9, 0.2])[0] == 1
     assert weights.greedy_ensemble(logits[1:2], y, [1.0]) == [0]
+    assert weights.greedy_ensemble(logits, y, [0.1, 0.9, 0.2], keep_if=">")[0] == 1
+    with pytest.raises(fm.UnknownNameError, match="accepted: >=, >"):  # once silently the strict rule
+        weights.greedy_ensemble(logits, y, [0.1, 0.9, 0.2], keep_if=">=!")
 
 
 def test_learned_soup_weights_are_a_softmax(micro):
@@ -173,12 +178,29 @@ def test_angle():
     assert weights.angle(z, {"w": torch.tensor([1.0, 1])}, {"w": torch.tensor([2.0, 2])}) == pytest.approx(0, abs=1e-4)
 
 
+def test_angle_over_the_planes_parameters_leaves_batchnorm_statistics_out(micro):
+    from fmcls_lib import landscape
+    m = _classifier(micro)
+    t0 = training.state_dict(m)
+    g = torch.Generator().manual_seed(1)
+    t1, t2 = ({k: v + torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in t0.items()}
+              for _ in range(2))
+    params = [k for k, _ in m.named_parameters()]
+    assert any(k.endswith("running_var") for k in t0) and not any(k.endswith("running_var") for k in params)
+    pl = landscape.plane(t0, t1, t2, params)  # the plane's basis: u along theta_1 - theta_0, v orthogonal in it
+    x1, y1 = pl.project(t1)
+    x2, y2 = pl.project(t2)
+    cos = (x1 * x2 + y1 * y2) / (math.hypot(x1, y1) * math.hypot(x2, y2))
+    assert weights.angle(t0, t1, t2, params) == pytest.approx(math.degrees(math.acos(cos)), abs=1e-6)
+    assert weights.angle(t0, t1, t2) != pytest.approx(weights.angle(t0, t1, t2, params), abs=1e-3)  # all entries
+
+
 def test_wise_observations_against_hand_computed_values():
     accs = {0.0: {"photo": 0.6}, 0.5: {"photo": 0.62}, 1.0: {"photo": 0.8}}
-    worst, best, margin = ft.wise_observations(accs, "photo")
+    worst, best, margin = weights.wise_observations(accs, "photo")
     assert worst == pytest.approx(0.62 - 0.7) and best == 1.0 and margin == pytest.approx(0.0)
     accs[0.5]["photo"] = 0.85
-    worst, best, margin = ft.wise_observations(accs, "photo")
+    worst, best, margin = weights.wise_observations(accs, "photo")
     assert worst == pytest.approx(0.0) and best == 0.5 and margin == pytest.approx(0.05)
 
 
@@ -202,19 +224,19 @@ def test_shared_prefix_study_scores_the_average_of_parent_and_child(micro):
     X = {("train", "photo"): (x[:48], y[:48]), ("val", "photo"): (x[48:], y[48:])}
     W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     r = ft.Recipe(epochs=2, lr=1e-2, batch_size=16)
-    out = ft.shared_prefix_study(micro, W, r, X, [0, 2], init="scratch", progress=False)
+    out = soups.shared_prefix_study(micro, W, r, X, [0, 2], init="scratch", progress=False)
     assert set(out) == {0, 2}
     assert out[2]["child"] == out[2]["parent"]  # sharing every epoch: the child is the parent
     assert out[2]["average"] == pytest.approx(out[2]["parent"]) and out[2]["barrier"] == pytest.approx(0, abs=1e-9)
     # independent recomputation of k=0 from the same runs
-    p = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last").state_dict
-    c = ft.finetune(ft.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last",
+    p = ft.finetune(soups.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last").state_dict
+    c = ft.finetune(soups.from_scratch(micro, W, r.seed), r, *X["train", "photo"], *X["val", "photo"], progress=False, keep="last",
                     branch=(0, 12345)).state_dict
-    m = ft.from_scratch(micro, W)
+    m = soups.from_scratch(micro, W)
     avg = 1 - landscape.evaluate(m, combine([p, c], [0.5, 0.5]), x[48:], y[48:], x[:48])[0]
     assert out[0]["average"] == pytest.approx(avg)
     with pytest.raises(ValueError, match="outside"):
-        ft.shared_prefix_study(micro, W, r, X, [5], progress=False)
+        soups.shared_prefix_study(micro, W, r, X, [5], progress=False)
 
 
 def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monkeypatch):
@@ -225,11 +247,11 @@ def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monk
     W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     recipes = [ft.Recipe(epochs=1, lr=lr, batch_size=16) for lr in (1e-3, 1e-2)]
     monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "a"))
-    here = ft.train_ingredients(micro, W, recipes, X, "t", progress=False)
+    here = soups.train_ingredients(micro, W, recipes, X, "t", progress=False)
     monkeypatch.setenv("FMCLS_CACHE", str(tmp_path / "b"))
     ex = executors.Ray(num_cpus=1)
     try:
-        remote = ft.train_ingredients(micro, W, recipes, X, "t", progress=False, executor=ex)
+        remote = soups.train_ingredients(micro, W, recipes, X, "t", progress=False, executor=ex)
     finally:
         ex.shutdown()
     assert len(list((tmp_path / "b" / "ingredients").glob("*.pt"))) == 2  # written by the Ray workers
@@ -337,3 +359,20 @@ def test_world_images_are_rendered_once_and_then_read_from_the_cache(micro):
     assert cache.get("images", {"images": ds.key}) is not None
     np.testing.assert_array_equal(ft.rendered(ds), ds.images)
     torch.testing.assert_close(X["val", "photo"][0], micro.prepare(ds.images))
+
+
+def test_averaged_run_recomputes_swa_batchnorm_and_averages_the_emas(micro, tmp_path, monkeypatch):
+    # SWA's BatchNorm statistics are update_bn's on the train images; the EMA's are the EMA of the run's own
+    from torch.optim.swa_utils import update_bn
+    monkeypatch.setenv("FMCLS_CACHE", str(tmp_path))
+    x, y = _data(64)
+    X = {("train", "photo"): (x[:48], y[:48]), ("val", "photo"): (x[48:], y[48:])}
+    W = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    out = soups.averaged_run(micro, W, ft.Recipe(epochs=2, lr=1e-2, batch_size=16), X, progress=False)
+    stats = [k for k in out["swa"] if k.endswith(("running_mean", "running_var"))]
+    m = ft.from_zero_shot(micro, W)
+    for name, recomputed in (("swa", True), ("ema", False)):
+        m.load_state_dict(out[name])
+        update_bn([x[:48]], m)
+        close = all(torch.allclose(m.state_dict()[k], out[name][k], atol=1e-6) for k in stats)
+        assert close == recomputed, name

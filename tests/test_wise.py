@@ -7,7 +7,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from fmcls_lib import finetune as ft, plots, weights  # noqa: E402
+from fmcls_lib import finetune as ft, plots, training, weights  # noqa: E402
 
 
 def test_output_ensemble_mixes_logits():
@@ -23,15 +23,15 @@ def test_margin_and_complementarity_by_hand():
     f1 = torch.tensor([[0.0, 2.0, 0.0], [0.0, 3.0, 0.0], [0.0, 1.0, 0.9], [1.0, 0.0, 0.0]])
     mix = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     y = torch.tensor([0, 1, 1, 2])
-    torch.testing.assert_close(ft.margin(z), torch.tensor([2.0, 0.5, 0.5, 4.0]))
-    c = ft.complementarity(z, f1, mix, y)
+    torch.testing.assert_close(weights.margin(z), torch.tensor([2.0, 0.5, 0.5, 4.0]))
+    c = weights.complementarity(z, f1, mix, y)
     # disagreements: images 0 (z 0, f 1), 2 (z 0, f 1), 3 (z 2, f 0); one of them right on 0, 2 and 3
     assert c["disagree"] == 0.75 and c["diversity"] == 0.75
     assert c["zero-shot overrides", "share of disagreements"] == pytest.approx(2 / 3)   # images 0 and 3
     assert c["zero-shot is overridden", "share of disagreements"] == pytest.approx(1 / 3)  # image 2
     assert c["zero-shot is overridden", "zero-shot margin"] == pytest.approx(0.5)
     assert c["zero-shot is overridden", "fine-tuned margin"] == pytest.approx(0.1, abs=1e-6)
-    table = ft.complementarity_table([c, c])
+    table = weights.complementarity_table([c, c])
     assert list(table.index) == ["zero-shot overrides", "zero-shot is overridden"]
     assert table.loc["zero-shot is overridden", "zero-shot margin"] == pytest.approx(0.5)
 
@@ -45,21 +45,21 @@ def test_wise_logits_lc_is_the_head_mix_and_e2e_goes_through_the_network(micro):
     g = torch.Generator().manual_seed(0)
     W = torch.nn.functional.normalize(torch.randn(5, 32, generator=g), dim=-1)
     model = ft.from_zero_shot(micro, W)
-    theta_0 = ft.state_dict(model)
+    theta_0 = training.state_dict(model)
     theta_1 = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
                for k, v in theta_0.items()}
     x = {"photo": torch.randn(6, 3, 32, 32, generator=g), "sketch": torch.randn(6, 3, 32, 32, generator=g)}
     feats = {"test": {d: ft.predict(model, v, features=True) for d, v in x.items()}}
     sub = {d: torch.tensor([1, 4]) for d in x}
-    wl = ft.WiseLogits(model, theta_0, {"test": x}, feats, sub)
+    wl = weights.WiseLogits(model, theta_0, {"test": x}, feats, sub)
     run = _Run(theta_1, lr=1.0)
     for d in x:
-        torch.testing.assert_close(wl("e2e_ft", run, 0.0)[d], ft.head_logits(feats["test"][d], theta_0))
-        mixed = ft.logits_of(model, weights.wise(theta_0, theta_1, 0.3), x)[d]
+        torch.testing.assert_close(wl("e2e_ft", run, 0.0)[d], weights.head_logits(feats["test"][d], theta_0))
+        mixed = weights.logits_of(model, weights.wise(theta_0, theta_1, 0.3), x)[d]
         torch.testing.assert_close(wl("e2e_ft", run, 0.3)[d], mixed)
         torch.testing.assert_close(wl("e2e_ft", run, 0.6, subset=True)[d],
-                                   ft.logits_of(model, weights.wise(theta_0, theta_1, 0.6), x)[d][sub[d]])
-        lc = 0.7 * ft.head_logits(feats["test"][d], theta_0) + 0.3 * ft.head_logits(feats["test"][d], theta_1)
+                                   weights.logits_of(model, weights.wise(theta_0, theta_1, 0.6), x)[d][sub[d]])
+        lc = 0.7 * weights.head_logits(feats["test"][d], theta_0) + 0.3 * weights.head_logits(feats["test"][d], theta_1)
         torch.testing.assert_close(wl("lc_ft", run, 0.3)[d], lc)
     first = wl("e2e_ft", run, 0.3)
     assert wl("e2e_ft", run, 0.3) is first                           # evaluated once, then looked up

@@ -1,4 +1,5 @@
-"""Lesson 06's exercises: the greedy soup (model soups' Recipe 1) and the angle φ between two fine-tuned solutions.
+"""Lesson 06's exercises: the greedy soup (model soups' Recipe 1) and the angle φ between two fine-tuned solutions
+(over the parameters, as the loss-landscape plane).
 
 Solutions use only the names a lesson has imported (``torch``, ``np``, ``fm``) and their arguments."""
 import torch
@@ -77,9 +78,8 @@ register(Exercise(
                             "below the soup's so far"))))
 
 
-def angle(theta_0, theta_1, theta_2):
-    """φ in degrees between θ₁ − θ₀ and θ₂ − θ₀ over every floating-point entry of the state dicts."""
-    keys = [k for k in theta_0 if theta_0[k].is_floating_point()]
+def angle(theta_0, theta_1, theta_2, keys):
+    """φ in degrees between θ₁ − θ₀ and θ₂ − θ₀ over the entries ``keys`` of the state dicts (the parameters)."""
     tau_1 = torch.cat([(theta_1[k] - theta_0[k]).double().flatten() for k in keys])
     tau_2 = torch.cat([(theta_2[k] - theta_0[k]).double().flatten() for k in keys])
     return float(torch.rad2deg(torch.arccos(tau_1 @ tau_2 / (tau_1.norm() * tau_2.norm()))))
@@ -87,27 +87,38 @@ def angle(theta_0, theta_1, theta_2):
 
 def _sd(seed, steps=None):
     g = _gen(seed)
-    sd = {"conv.weight": torch.randn(3, 2, generator=g), "bn.running_mean": torch.randn(3, generator=g)}
+    sd = {"conv.weight": torch.randn(3, 2, generator=g), "bn.weight": torch.randn(3, generator=g),
+          "bn.running_mean": torch.randn(3, generator=g)}
     if steps is not None:
         sd["bn.num_batches_tracked"] = torch.tensor(steps)
     return sd
 
 
+PARAMS = ["conv.weight", "bn.weight"]  # the toy state dicts' parameters (their BatchNorm statistics are not)
+
+
 def _angle_cases():
     t0 = {"w": torch.zeros(2)}
-    return [Case((_sd(0), _sd(1), _sd(2)), "three random state dicts"),
-            Case((_sd(3, 5), _sd(4, 9), _sd(5, 7)), "state dicts with an integer BatchNorm step counter"),
-            Case((t0, {"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])}),
+    return [Case((_sd(0), _sd(1), _sd(2), PARAMS), "three random state dicts"),
+            Case((_sd(3, 5), _sd(4, 9), _sd(5, 7), PARAMS), "state dicts with BatchNorm statistics and step counter"),
+            Case((t0, {"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])}, ["w"]),
                  "orthogonal task vectors (90 degrees)"),
-            Case((t0, {"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([1.0, 1.0])}), "45 degrees")]
+            Case((t0, {"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([1.0, 1.0])}, ["w"]), "45 degrees")]
 
 
-def _without_theta_0(t0, t1, t2):
-    return angle({k: torch.zeros_like(v) for k, v in t0.items()}, t1, t2)
+def _without_theta_0(t0, t1, t2, keys):
+    return angle({k: torch.zeros_like(v) for k, v in t0.items()}, t1, t2, keys)
+
+
+def _every_entry(t0, t1, t2, keys):
+    return angle(t0, t1, t2, [k for k in t0 if t0[k].is_floating_point()])
 
 
 register(Exercise(
     "angle", "06_soups_and_landscapes", reference=weights.angle, solution=angle, cases=_angle_cases,
     mistakes=((_without_theta_0, "phi is the angle between the task vectors theta_1 - theta_0 and theta_2 - "
                                  "theta_0, not between the weights themselves"),
-              (lambda t0, t1, t2: angle(t0, t1, t2) * torch.pi / 180, "the answer is in degrees, not radians"))))
+              (_every_entry, "only the entries keys (the parameters) span the angle, as they span the plane: "
+                             "BatchNorm's running statistics are not among them"),
+              (lambda t0, t1, t2, keys: angle(t0, t1, t2, keys) * torch.pi / 180,
+               "the answer is in degrees, not radians"))))

@@ -77,8 +77,9 @@ def train(recipe: Recipe, progress: bool = True, log_every: int = 100):
     loss_fn = open_clip.loss.ClipLoss()
     opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
                             betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
+    from ..training import warmup_cosine
+
+    sched = warmup_cosine(opt, recipe.warmup, recipe.steps)
     gen = torch.Generator().manual_seed(recipe.seed)
     order = torch.randperm(recipe.corpus, generator=gen)
     pos, history = 0, []

@@ -11,7 +11,6 @@ and unCLIP do) so the class reaches every resolution.  Images are upsampled to t
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,8 +96,9 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
     unet = UNet2DConditionModel(**unet_config(recipe, states.shape[-1], pooled.shape[-1]))
     ema = EMAModel(unet.parameters(), decay=recipe.ema_decay, use_ema_warmup=True, power=2 / 3)
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / recipe.warmup) * (
-        0.55 + 0.45 * math.cos(math.pi * min(1.0, s / recipe.steps))))
+    from ..training import warmup_cosine
+
+    sched = warmup_cosine(opt, recipe.warmup, recipe.steps, floor=0.1)  # cosine to a tenth of the rate
     noise = noise_scheduler()
     gen = torch.Generator().manual_seed(recipe.seed)
     objects = {"unet": unet, "ema": ema, "opt": opt, "sched": sched}

@@ -195,8 +195,9 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
     decay = [p for p in params if p.ndim >= 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=recipe.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
+    from ..training import warmup_cosine
+
+    sched = warmup_cosine(opt, recipe.warmup, recipe.steps)
     center = torch.zeros(recipe.prototypes)
     gen = torch.Generator().manual_seed(recipe.seed)
     objects = {"student": student, "teacher": teacher, "opt": opt, "sched": sched}
