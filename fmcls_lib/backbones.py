@@ -371,14 +371,14 @@ class _DiffusersPipeline:
         return np.stack([np.asarray(im.convert("RGB")) for im in out.images])
 
     def _settings(self, guidance_scale, num_inference_steps):
-        from .synthetic import generator_settings
+        from .models import generator_settings
         s = generator_settings(self.name)
         return (s["guidance_scale"] if guidance_scale is None else guidance_scale,
                 s["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
 
     def __call__(self, prompt, num_images_per_prompt=1, guidance_scale=None, num_inference_steps=None,
                  generator=None, **kw):
-        """``guidance_scale`` / ``num_inference_steps`` None: this model's settings (``synthetic.GENERATOR_SETTINGS``)."""
+        """``guidance_scale`` / ``num_inference_steps`` None: this model's settings (``models.GENERATOR_SETTINGS``)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         guidance_scale, num_inference_steps = self._settings(guidance_scale, num_inference_steps)
         r = self.resolution

@@ -334,12 +334,3 @@ def correctness(logits: dict, labels: dict) -> dict:
     return {**out, "ood": np.concatenate([out[d] for d in shifts])} if shifts else out
 
 
-def mean_ci(values) -> tuple[float, float]:
-    """Mean of per-seed values and the half-width of its 95 % t-interval (0 for one seed)."""
-    from scipy.stats import t
-
-    v = np.asarray(values, dtype=float)
-    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    return float(v.mean()), half
-
-

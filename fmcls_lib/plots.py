@@ -262,12 +262,10 @@ def hyperparameter_arrows(sweep: dict, zero_shot: dict, ood: str = "ood", ax=Non
 def alpha_paths(paths: dict, alphas, ax=None, ylabel="photo validation accuracy", title=""):
     """Accuracy along alpha for several fine-tunes, each repeated over seeds: ``paths``: name -> (colour,
     [per seed: {alpha: accuracy}]); the line is the mean over seeds, the band its 95 % interval."""
-    from .finetune import mean_ci
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.2))
     for name, (c, vs) in paths.items():
-        mean, half = zip(*[mean_ci([v[al] for v in vs]) for al in alphas])
+        mean, half = zip(*[interval([v[al] for v in vs]) for al in alphas])
         ax.plot(alphas, mean, marker=".", color=c, label=name)
         ax.fill_between(alphas, np.subtract(mean, half), np.add(mean, half), color=c, alpha=0.15, lw=0)
     ax.set(xlabel="alpha (0 = zero-shot, 1 = fine-tuned)", ylabel=ylabel, title=title)

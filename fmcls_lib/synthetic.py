@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import cache, world
 from .heads import accuracy
+from .models import GENERATOR_SETTINGS, RG_STEPS, SAMPLING_STEPS, generator_settings  # noqa: F401  (the registry's)
 from .training import fit
 
 # Real Guidance: noise level t*/T by shots (the paper's schedule 50/40/35/20/15 of 100 steps)
@@ -61,10 +62,6 @@ def _cached(pipe, key: dict, run) -> np.ndarray:
     return cache.get_or_compute("synthetic", key, run).numpy()
 
 
-SAMPLING_STEPS = 5  # DDIM steps the course samples the tiny generator with (benchmarks/bench_generation.py chose it)
-RG_STEPS = 25  # Real Guidance's img2img schedule: fine enough that round(steps * strength) keeps t* near the paper's
-
-
 GEN_BATCH = 64  # images per pipeline call (on 2 CPU cores 64 at once cost ~15 % less per image than 256: cache)
 
 
@@ -72,27 +69,6 @@ def _batch_size(pipe, batch_size: int | None) -> int:
     """Images per pipeline call: ``batch_size``, else the pipeline's memory bound (``max_batch`` of a diffusers
     pipeline from :func:`fmcls_lib.backbones.load_generator`), else :data:`GEN_BATCH`."""
     return batch_size or getattr(pipe, "max_batch", None) or GEN_BATCH
-
-
-# How each generator is meant to be sampled: classifier-free guidance scale, text-to-image steps and the Real Guidance
-# (img2img) schedule.  The lessons' defaults are the "tiny" row; :func:`sampling_settings` swaps in another
-# generator's row for every parameter left at them.
-GENERATOR_SETTINGS = {
-    "tiny": {"guidance_scale": 4.0, "num_inference_steps": SAMPLING_STEPS, "rg_steps": RG_STEPS},  # embedded (and micro)
-    # sd-turbo / sdxl-turbo: adversarially distilled for 1-4 steps without guidance (their model cards: guidance 0,
-    # 1 step); RG on 8 steps runs int(8 * strength) = 1-4 of them for the paper's strengths 0.15-0.5
-    "turbo": {"guidance_scale": 0.0, "num_inference_steps": 1, "rg_steps": 8},
-    # Stable Diffusion 1.x / 2.x (and any other diffusers pipeline): guidance 7.5, 25 steps of its scheduler
-    "stable-diffusion": {"guidance_scale": 7.5, "num_inference_steps": 25, "rg_steps": 25},
-}
-
-
-def generator_settings(name: str) -> dict:
-    """The :data:`GENERATOR_SETTINGS` row of generator ``name`` (an embedded name, a diffusers model id or folder),
-    with its key under ``"settings"``."""
-    from . import models
-    row = "tiny" if name in models.recipes("generator") else "turbo" if "turbo" in str(name).lower() else "stable-diffusion"
-    return {**GENERATOR_SETTINGS[row], "settings": row}
 
 
 def sampling_settings(generator: str, guidance_scale: float = GENERATOR_SETTINGS["tiny"]["guidance_scale"],

@@ -341,14 +341,14 @@ def test_first_per_class_is_a_prefix_for_the_world_and_balanced_otherwise():
     assert ft.first_per_class(np.array([1, 1, 0, 1, 0, 0, 2]), 2).tolist() == [0, 1, 2, 4, 6]
 
 
-def test_correctness_adds_the_shifted_domains_one_after_another_and_mean_ci():
+def test_correctness_adds_the_shifted_domains_one_after_another_and_the_interval():
     logits = {"photo": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "sketch": torch.tensor([[1.0, 0.0]]),
               "pixel": torch.tensor([[0.0, 1.0]])}
     labels = {"photo": torch.tensor([0, 0]), "sketch": torch.tensor([0]), "pixel": torch.tensor([0])}
     c = ft.correctness(logits, labels)
     assert c["photo"].tolist() == [True, False] and c["ood"].tolist() == [True, False]
-    assert ft.mean_ci([0.5]) == (0.5, 0.0)
-    mean, half = ft.mean_ci([1.0, 2.0, 3.0])
+    assert fm.plots.interval([0.5]) == (0.5, 0.0)
+    mean, half = fm.plots.interval([1.0, 2.0, 3.0])
     assert mean == pytest.approx(2.0) and half == pytest.approx(4.303 / np.sqrt(3), rel=1e-3)  # t(0.975, 2) * sd / sqrt(n)
 
 

@@ -57,6 +57,29 @@ def split_key(key: str) -> tuple[str, str]:
     return kind, name
 
 
+SAMPLING_STEPS = 5  # DDIM steps the course samples the tiny generator with (benchmarks/bench_generation.py chose it)
+RG_STEPS = 25  # Real Guidance's img2img schedule: fine enough that round(steps * strength) keeps t* near the paper's
+
+# How each generator is meant to be sampled: classifier-free guidance scale, text-to-image steps and the Real Guidance
+# (img2img) schedule.  The lessons' defaults are the "tiny" row; :func:`fmcls_lib.synthetic.sampling_settings` swaps in another
+# generator's row for every parameter left at them.
+GENERATOR_SETTINGS = {
+    "tiny": {"guidance_scale": 4.0, "num_inference_steps": SAMPLING_STEPS, "rg_steps": RG_STEPS},  # embedded (and micro)
+    # sd-turbo / sdxl-turbo: adversarially distilled for 1-4 steps without guidance (their model cards: guidance 0,
+    # 1 step); RG on 8 steps runs int(8 * strength) = 1-4 of them for the paper's strengths 0.15-0.5
+    "turbo": {"guidance_scale": 0.0, "num_inference_steps": 1, "rg_steps": 8},
+    # Stable Diffusion 1.x / 2.x (and any other diffusers pipeline): guidance 7.5, 25 steps of its scheduler
+    "stable-diffusion": {"guidance_scale": 7.5, "num_inference_steps": 25, "rg_steps": 25},
+}
+
+
+def generator_settings(name: str) -> dict:
+    """The :data:`GENERATOR_SETTINGS` row of generator ``name`` (an embedded name, a diffusers model id or folder),
+    with its key under ``"settings"``."""
+    row = "tiny" if name in recipes("generator") else "turbo" if "turbo" in str(name).lower() else "stable-diffusion"
+    return {**GENERATOR_SETTINGS[row], "settings": row}
+
+
 def manifest() -> dict:
     return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
 
@@ -72,7 +95,8 @@ def recipe_hash(kind: str, recipe: dict) -> str:
         blob["config"] = open_clip_config(recipe["model"])
     elif kind == "generator":
         from .diffusion import unet_config
-        blob["unet"] = unet_config(recipe)
+        cfg = open_clip_config(recipes("clip")[recipe["clip"]]["model"])
+        blob["unet"] = unet_config(recipe, cfg["text_cfg"]["width"], cfg["embed_dim"])
         blob["clip"] = recipe_hash("clip", recipes("clip")[recipe["clip"]])
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 

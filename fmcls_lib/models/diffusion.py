@@ -14,14 +14,10 @@ from .. import world
 from ..data import to_tensor
 
 
-def unet_config(recipe, text_width: int | None = None, embed_dim: int | None = None) -> dict:
+def unet_config(recipe, text_width: int, embed_dim: int) -> dict:
     """Keyword arguments of ``UNet2DConditionModel`` for ``recipe`` (a registry dict or the builder's ``Recipe``):
-    cross-attention only at the lowest resolution; text width and embedding size those of the recipe's CLIP."""
-    from . import open_clip_config, recipes
+    cross-attention only at the lowest resolution; ``text_width`` and ``embed_dim`` those of the recipe's CLIP."""
     recipe = asdict(recipe) if is_dataclass(recipe) else recipe
-    if text_width is None:
-        cfg = open_clip_config(recipes("clip")[recipe["clip"]]["model"])
-        text_width, embed_dim = cfg["text_cfg"]["width"], cfg["embed_dim"]
     n = len(recipe["channels"])
     return dict(sample_size=recipe["res"], in_channels=3, out_channels=3,
                 block_out_channels=list(recipe["channels"]), layers_per_block=1,
