@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import autocast
+from .errors import UnknownNameError
 from .heads import logit_scale
 from .training import Fit, fit, warmup_cosine
 
@@ -127,7 +128,7 @@ class Recipe:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"fine-tuning mode {self.mode!r}; accepted: {', '.join(MODES)}")
+            raise UnknownNameError("fine-tuning mode", self.mode, MODES)
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 

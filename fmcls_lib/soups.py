@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import cache, executors
+from .errors import UnknownNameError
 from .finetune import ImageClassifier, Recipe, batches, device_of, finetune, first_per_class, from_zero_shot
 from .heads import logit_scale
 from .landscape import evaluate
@@ -158,7 +159,7 @@ def shared_prefix_study(backbone, W, recipe: Recipe, X, shared_epochs, init: str
     minus the average's accuracy (> 0: averaging loses accuracy).
     """
     if init not in ("zero_shot", "scratch"):
-        raise ValueError(f"init={init!r}; accepted: 'zero_shot', 'scratch'")
+        raise UnknownNameError("init", init, ("zero_shot", "scratch"))
     bad = [k for k in shared_epochs if not 0 <= int(k) <= recipe.epochs]
     if bad:
         raise ValueError(f"shared_epochs {bad} outside [0, {recipe.epochs}] (the recipe's epochs)")

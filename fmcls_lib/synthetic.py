@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import cache, world
+from .errors import UnknownNameError
 from .heads import accuracy
 from .models import GENERATOR_SETTINGS, RG_STEPS, SAMPLING_STEPS, generator_settings  # noqa: F401  (the registry's)
 from .training import fit
@@ -211,7 +212,7 @@ def train_head(W, scale: float, syn=None, real=None, val=None, mode: str = "syn"
     """
     modes = ("syn", "real", "mix", "syn_real", "real_syn")
     if mode not in modes:
-        raise ValueError(f"training mode {mode!r}; accepted: {', '.join(modes)}")
+        raise UnknownNameError("training mode", mode, modes)
     if mode in ("syn_real", "real_syn"):
         first, second = mode.split("_")
         head, fit1 = train_head(W, scale, syn, real, val, first, sl, T, epochs, lr, weight_decay, batch_size,
@@ -291,7 +292,7 @@ def vocabulary_prompts(task: str, vocabulary: str) -> list[str]:
         return [f"a photo of {world.article(c)} {c}." for c in classes]
     if vocabulary == "caption_vocabulary":
         return [f"a photo of {world.article(n)} {n}." for n in (world.CAPTION_NAMES.get(c, (c,))[0] for c in classes)]
-    raise ValueError(f"prompt vocabulary {vocabulary!r}; accepted: class_names, caption_vocabulary")
+    raise UnknownNameError("prompt vocabulary", vocabulary, ("class_names", "caption_vocabulary"))
 
 
 def recognition(pipe, clip, task: str, vocabulary: str, per_class: int = 16, guidance_scale: float = 4.0,
@@ -412,7 +413,7 @@ def synthetic_set(clip, pipe, classnames, strategy: str, per_class: int, guidanc
         p, y = enhanced_prompts(classnames, per_class, seed)
         imgs, y = generate(pipe, p, y, 1, guidance_scale, num_inference_steps, seed, progress)
     else:
-        raise ValueError(f"prompt strategy {strategy!r}; accepted: b, le")
+        raise UnknownNameError("prompt strategy", strategy, ("b", "le"))
     f = features.image_features(clip, data.from_arrays(imgs, y, classnames), progress=False)
     W = heads.zero_shot_head(clip, classnames, prompts.PHOTO)
     return {"images": imgs, "y": torch.as_tensor(y), "f": f, "zs": heads.logits(f, W, heads.logit_scale(clip))}

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import UnknownNameError
+
 KEEP = ("best", "last")
 
 
@@ -64,7 +66,7 @@ def fit(model: torch.nn.Module, optimizer, epoch_losses, evaluate, epochs: int, 
     ``started``: the ``time.perf_counter()`` the run's clock starts from (default: now).
     """
     if keep not in KEEP:
-        raise ValueError(f"keep={keep!r}; accepted: 'best', 'last'")
+        raise UnknownNameError("keep", keep, KEEP)
     t0 = time.perf_counter() if started is None else started
     params = [p for group in optimizer.param_groups for p in group["params"]]
     best, history = (-1.0, None, -1), []

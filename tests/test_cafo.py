@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from fmcls_lib import backbones, cafo, features, heads, prompts, tip_adapter, world
 from fmcls_lib.pretrain import dino
+from fmcls_lib.errors import UnknownNameError
 
 
 def _toy(seed=0, n=30, c=5, d=16):
@@ -51,7 +52,7 @@ def test_fusion_variants_match_their_definitions():
     torch.testing.assert_close(cafo.fuse(zs, [a, b], "max"), torch.maximum(z(a), z(b)))
     w = torch.softmax(torch.stack([(z(a) * z(a)).sum(1), (z(b) * z(a)).sum(1)], 1), 1)
     torch.testing.assert_close(cafo.fuse(zs, [a, b], "clip_based"), w[:, :1] * z(a) + w[:, 1:] * z(b))
-    with pytest.raises(ValueError, match="accepted"):
+    with pytest.raises(UnknownNameError, match="accepted"):
         cafo.fuse(zs, [a, b], "median")
 
 

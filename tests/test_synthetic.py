@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from fmcls_lib import backbones, finetune, heads, prompts, synthetic, world
 from fmcls_lib.pretrain import diffusion
+from fmcls_lib.errors import UnknownNameError
 
 
 def test_micro_generator_count_shape_and_determinism(micro_pipe):
@@ -130,7 +131,7 @@ def test_train_head_modes_and_selection(micro_splits):
                                          sl=0.5, epochs=3)
         assert fit.val_accuracy == max(h["val"] for h in fit.history[-3:]) or mode in ("syn_real", "real_syn")
         assert heads.accuracy(head(fv), yv) == pytest.approx(fit.val_accuracy)
-    with pytest.raises(ValueError, match="accepted"):
+    with pytest.raises(UnknownNameError, match="accepted"):
         synthetic.train_head(W, 10.0, syn=(f, y, zs), val=(fv, yv), mode="both")
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fmcls_lib import training
+from fmcls_lib.errors import UnknownNameError
 
 
 def _run(keep="best", vals=(0.5, 0.7, 0.7, 0.6), scheduler=None):
@@ -36,7 +37,7 @@ def test_fit_keeps_the_first_best_epoch_and_loads_it_back():
 def test_fit_keep_last_scores_once():
     model, weights, fit = _run("last", vals=(0.1,))
     assert len(weights) == 1 and fit.best_epoch == 0 and fit.val_accuracy == 0.1
-    with pytest.raises(ValueError, match="accepted: 'best', 'last'"):
+    with pytest.raises(UnknownNameError, match="unknown keep 'final'; accepted: best, last"):
         _run("final")
 
 

@@ -6,6 +6,7 @@ import torch
 
 import fmcls_lib as fm
 from fmcls_lib import finetune as ft, soups, training, weights
+from fmcls_lib.errors import UnknownNameError
 
 
 def _net(seed):
@@ -108,7 +109,7 @@ def test_finetuning_changes_only_what_its_mode_allows(micro, mode):
 
 
 def test_unknown_mode_is_a_clear_error():
-    with pytest.raises(ValueError, match="accepted: lc, e2e"):
+    with pytest.raises(UnknownNameError, match="accepted: lc, e2e"):
         ft.Recipe(mode="full")
 
 
@@ -213,7 +214,7 @@ def test_branch_at_epoch_zero_is_another_data_order_and_at_the_end_is_the_same_r
     parent, same, other = run(None), run((2, 99)), run((0, 99))
     assert all(torch.equal(parent[k], same[k]) for k in parent)
     assert any(not torch.equal(parent[k], other[k]) for k in parent if parent[k].is_floating_point())
-    with pytest.raises(ValueError, match="accepted: 'best', 'last'"):
+    with pytest.raises(UnknownNameError, match="accepted: best, last"):
         ft.finetune(_classifier(micro), r, x, y, x, y, keep="final")
 
 
@@ -264,7 +265,7 @@ def test_ingredients_through_ray_equal_the_in_process_ones(micro, tmp_path, monk
 def test_executor_names_are_checked():
     from fmcls_lib import executors
     assert isinstance(executors.get(None), executors.InProcess)
-    with pytest.raises(ValueError, match="accepted: None or 'local'"):
+    with pytest.raises(UnknownNameError, match="accepted: None or 'local'"):
         executors.get("dask")
     with pytest.raises(TypeError, match="no map"):
         executors.get(object())
