@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,15 @@ from . import provenance
 from .provenance import VERDICTS, record_value as _clean
 
 LEVEL = 0.05  # every verdict is at 95 %
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a study measured: accuracies, the per-image correctness they average (what the paired tests take) and
+    anything else it reports (``info``)."""
+    accuracy: dict
+    correct: dict
+    info: dict = field(default_factory=dict)
 
 
 def figures_dir() -> Path:

@@ -22,6 +22,7 @@ from . import cache, world
 from .errors import UnknownNameError
 from .heads import accuracy
 from .models import GENERATOR_SETTINGS, RG_STEPS, SAMPLING_STEPS, generator_settings  # noqa: F401  (the registry's)
+from .results import Scored
 from .training import fit
 
 # Real Guidance: noise level t*/T by shots (the paper's schedule 50/40/35/20/15 of 100 steps)
@@ -431,12 +432,13 @@ ZERO_SHOT_VARIANTS = ("b_ce", "b_sce", "le_ce", "le_sce", "le_cf_ce", "le_cf_sce
 
 
 def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, cf_min_per_class: int = CF_MIN_PER_CLASS,
-                    seeds: int = 1) -> tuple[dict, dict, dict]:
+                    seeds: int = 1) -> Scored:
     """Table-2 analogue: heads trained on synthetic features only (B / LE / LE+CF, each with CE and SCE),
     initialised from the zero-shot head; epochs chosen on held-out *synthetic* images (no real label is
     used).  Per seed the held-out synthetic images and the batch order change (the generated images do not).
 
-    Returns ``(accuracy[method][domain], info, correct[method][domain] bool [seeds, n])`` with methods
+    Returns a :class:`fmcls_lib.results.Scored`: ``accuracy[method][domain]``, ``correct[method][domain]`` bool
+    ``[seeds, n]`` and ``info``, with methods
     ``zero_shot`` (deterministic: one row), ``b_ce`` ... ``le_cf_sce``; ``info["val"][method]``: the photo
     validation accuracy (mean over seeds), for choosing among the variants without looking at test."""
     zs = lambda f: scale * f @ W.T  # noqa: E731
@@ -462,20 +464,22 @@ def zero_shot_study(S, W, scale: float, sets: dict, domains, epochs: int = 30, c
             correct[f"{name}_{loss}"] = stack_seeds(runs)
             info["val"][f"{name}_{loss}"] = float(np.mean(val))
             info[name][f"{loss}_best_epoch"] = best
-    return {m: accuracy_of(c) for m, c in correct.items()}, info, correct
+    return Scored({m: accuracy_of(c) for m, c in correct.items()}, correct, info)
 
 
 def zero_shot_task(clip, pipe, task: str, domains, per_class: int, epochs: int = 30, guidance_scale: float = 4.0,
                    num_inference_steps: int = SAMPLING_STEPS, seed: int = 0, seeds: int = 1):
     """One task of the Table-2 analogue end to end: B and LE sets (generated with ``seed``), then
-    :func:`zero_shot_study` over ``seeds`` training seeds.  Returns ``(sets, accuracy, info, correct)``."""
+    :func:`zero_shot_study` over ``seeds`` training seeds (its :class:`~fmcls_lib.results.Scored`, the sets under
+    ``info["sets"]``)."""
     from . import data, features, heads, prompts
     S = evaluation_splits(clip, task, domains)
     names = data.load(task).classnames
     W = heads.zero_shot_head(clip, names, prompts.PHOTO)
     sets = {s: synthetic_set(clip, pipe, names, s, per_class, guidance_scale, num_inference_steps, seed)
             for s in ("b", "le")}
-    return (sets, *zero_shot_study(S, W, heads.logit_scale(clip), sets, domains, epochs, seeds=seeds))
+    study = zero_shot_study(S, W, heads.logit_scale(clip), sets, domains, epochs, seeds=seeds)
+    return Scored(study.accuracy, study.correct, {**study.info, "sets": sets})
 
 
 FEW_SHOT_MODES = ("real", "mix", "syn_real", "real_syn")
@@ -483,7 +487,7 @@ FEW_SHOT_MODES = ("real", "mix", "syn_real", "real_syn")
 
 def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, images_train=None,
                    classnames=None, clip=None, epochs: int = 30, rg_per_class: int = 16, guidance_scale=4.0,
-                   rg_steps: int = RG_STEPS, seeds: int = 1, progress: bool = True) -> tuple[dict, dict]:
+                   rg_steps: int = RG_STEPS, seeds: int = 1, progress: bool = True) -> Scored:
     """Few-shot setting, every choice on real photo validation.  Per shot count: real shots only, and
     real + synthetic (``syn``: the LE+CF set) trained by mix training (SCE on synthetic) or phase-wise
     (syn->real, real->syn).  At the largest shot count also Real Filtering and Real Guidance (Table 5; img2img
@@ -492,8 +496,9 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
     seed's shots, read from ``images_train`` (the photo train images: uint8 arrays, a real dataset's images or the
     dataset itself; only the shots are decoded).
 
-    Returns ``(accuracy[method][shots][domain], correct[method][shots][domain] bool [seeds, n])``;
-    ``accuracy["rf_kept"]``: the share of synthetic images RF keeps (mean over seeds)."""
+    Returns a :class:`~fmcls_lib.results.Scored`: ``accuracy[method][shots][domain]``,
+    ``correct[method][shots][domain]`` bool ``[seeds, n]``, ``info["rf_kept"]``: the share of synthetic images RF
+    keeps (mean over seeds)."""
     from . import data, features
     from .data import few_shot
     f_tr, y_tr = S["train", "photo"]
@@ -529,8 +534,7 @@ def few_shot_study(S, W, scale: float, syn: dict, shots, domains, pipe=None, ima
                 runs["rg"].setdefault(k, []).append(correct_by_domain(head, S, domains))
     correct = {m: {k: stack_seeds(r) for k, r in by_k.items()} for m, by_k in runs.items()}
     acc = {m: {k: accuracy_of(c) for k, c in by_k.items()} for m, by_k in correct.items()}
-    acc["rf_kept"] = float(np.mean(kept))
-    return acc, correct
+    return Scored(acc, correct, {"rf_kept": float(np.mean(kept))})
 
 
 def _take(images, idx):
@@ -568,12 +572,13 @@ def _test_correct(model, X) -> dict:
 
 
 def frozen_bn_study(clip, W, X, sources: dict, shots: int, epochs: int = 5, lr: float = 3e-4, seeds: int = 1,
-                    progress: bool = True) -> tuple[dict, dict]:
+                    progress: bool = True) -> Scored:
     """Table-6 analogue: end-to-end fine-tuning of the BatchNorm image tower from the zero-shot
     classifier, with BatchNorm statistics frozen (eval mode) or updated, on ``shots`` images per class drawn
     from each source (``name -> (model-ready images, labels)``; fewer where a class has fewer), a new draw per
-    seed; epoch on real photo validation.  ``X``: as from :func:`finetune_images`.  Returns
-    ``({name: {"frozen" | "updated": accuracy per domain}}, the same with correctness {domain: bool [seeds, n]})``."""
+    seed; epoch on real photo validation.  ``X``: as from :func:`finetune_images`.  Returns a
+    :class:`~fmcls_lib.results.Scored`: ``accuracy[name]["frozen" | "updated"][domain]`` and the same with
+    correctness ``{domain: bool [seeds, n]}``."""
     from . import finetune
     from .data import few_shot
     runs = {}
@@ -589,16 +594,17 @@ def frozen_bn_study(clip, W, X, sources: dict, shots: int, epochs: int = 5, lr: 
                                   progress=progress)
                 runs[name]["frozen" if freeze else "updated"].append(_test_correct(model, X))
     correct = {n: {b: stack_seeds(r) for b, r in by.items()} for n, by in runs.items()}
-    return {n: {b: accuracy_of(c) for b, c in by.items()} for n, by in correct.items()}, correct
+    return Scored({n: {b: accuracy_of(c) for b, c in by.items()} for n, by in correct.items()}, correct)
 
 
 def tuned_fraction_study(clip, W, x, y, X, fractions=(0.0, 0.1, 0.3, 1.0), epochs: int = 5,
-                         lr: float = 3e-4, seeds: int = 1, progress: bool = True) -> tuple[dict, dict]:
+                         lr: float = 3e-4, seeds: int = 1, progress: bool = True) -> Scored:
     """Table-3 analogue: share of parameters tuned vs accuracy, training on synthetic images ``x, y`` with the
     epoch chosen on held-out synthetic images (:func:`split_holdout` with the seed: no real label is used).
     ``0.0`` trains the classifier only (linear classifier, encoder frozen); otherwise the last ``fraction`` of
-    the image tower's parameter tensors train with it (BatchNorm frozen).  Returns
-    ``({fraction: {"tuned_share", photo/... accuracy}}, {fraction: {domain: bool [seeds, n]}})``."""
+    the image tower's parameter tensors train with it (BatchNorm frozen).  Returns a
+    :class:`~fmcls_lib.results.Scored`: ``accuracy[fraction]`` = ``{"tuned_share", photo/... accuracy}``,
+    ``correct[fraction]`` = ``{domain: bool [seeds, n]}``."""
     from . import finetune
     y = torch.as_tensor(y)
     out, correct = {}, {}
@@ -615,7 +621,7 @@ def tuned_fraction_study(clip, W, x, y, X, fractions=(0.0, 0.1, 0.3, 1.0), epoch
             runs.append(_test_correct(model, X))
         correct[frac] = stack_seeds(runs)
         out[frac] = {"tuned_share": share, **accuracy_of(correct[frac])}
-    return out, correct
+    return Scored(out, correct)
 
 
 def real_vs_synthetic_probe(S, syn: dict, counts, seeds: int = 1) -> dict:

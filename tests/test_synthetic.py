@@ -188,7 +188,8 @@ def test_zero_shot_study_returns_per_image_correctness_per_seed(micro_splits):
     f, y = S["train", "photo"]
     W = F.normalize(torch.randn(12, f.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
     s = {"f": f, "y": y, "zs": 10 * f @ W.T}
-    acc, info, correct = synthetic.zero_shot_study(S, W, 10.0, {"b": s, "le": s}, world.DOMAINS, epochs=2, seeds=2)
+    study = synthetic.zero_shot_study(S, W, 10.0, {"b": s, "le": s}, world.DOMAINS, epochs=2, seeds=2)
+    acc, info, correct = study.accuracy, study.info, study.correct
     n = len(S["test", "photo"][1])
     assert correct["zero_shot"]["photo"].shape == (1, n) and correct["le_cf_sce"]["sketch"].shape == (2, n)
     assert acc["b_ce"]["photo"] == pytest.approx(correct["b_ce"]["photo"].mean())
