@@ -101,11 +101,20 @@ def grid_loop(model, pl: Plane, xs, ys, x, y, x_bn=None, progress: bool = True):
     return err, loss
 
 
+@dataclass(frozen=True)
+class PlaneGrid:
+    """The error on a grid of a plane (:func:`plane_grid`): the inputs of ``plots.plane_contours``."""
+    error: torch.Tensor  # [size, size]: error[i, j] at (xs[j], ys[i])
+    xs: object
+    ys: object
+    points: dict  # name -> (x, y) on the plane
+
+
 def plane_grid(model, points: dict, x, y, x_bn=None, size: int = 21, pad: float = 0.25, batched: bool = False,
-               progress: bool = True):
+               progress: bool = True) -> PlaneGrid:
     """Error on a ``size`` x ``size`` grid of the plane through the first three of ``points`` (name -> state
     dict: theta_0, theta_1, theta_2, then any others to mark), framed around all of them with ``pad`` margin.
-    Returns ``(error [size, size], xs, ys, {name: (x, y)})`` — the inputs of ``plots.plane_contours``."""
+    Returns a :class:`PlaneGrid`."""
     import numpy as np
 
     t0, t1, t2 = list(points.values())[:3]
@@ -116,7 +125,7 @@ def plane_grid(model, points: dict, x, y, x_bn=None, size: int = 21, pad: float 
     xs = np.linspace(xy[:, 0].min() - margin[0], xy[:, 0].max() + margin[0], size)
     ys = np.linspace(xy[:, 1].min() - margin[1], xy[:, 1].max() + margin[1], size)
     err, _ = (grid_batched if batched else grid_loop)(model, pl, xs, ys, x, y, x_bn, progress=progress)
-    return err, xs, ys, proj
+    return PlaneGrid(err, xs, ys, proj)
 
 
 class _SplitBatchNorm(torch.nn.Module):

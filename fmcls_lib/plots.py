@@ -186,14 +186,16 @@ def alpha_lines(accs: dict, domains, ax=None, title="", marker_alpha=None, err: 
     return ax.figure
 
 
-def plane_contours(err, xs, ys, points: dict, title="", ax=None, levels=15):
+def plane_contours(grid, title="", ax=None, levels=15):
     """Error on a plane of weight space (Garipov et al.): filled contours, models marked and labelled.
-    ``levels``: a count, or explicit contour levels (to share one colour scale between panels)."""
+    ``grid``: a :class:`fmcls_lib.landscape.PlaneGrid`; ``levels``: a count, or explicit contour levels (to share
+    one colour scale between panels)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.4, 4.4))
-    cs = ax.contourf(np.asarray(xs), np.asarray(ys), np.asarray(err), levels=levels, cmap="viridis_r")
+    cs = ax.contourf(np.asarray(grid.xs), np.asarray(grid.ys), np.asarray(grid.error), levels=levels,
+                     cmap="viridis_r")
     ax.figure.colorbar(cs, ax=ax, label="error")
-    for i, (label, (x, y)) in enumerate(points.items()):
+    for i, (label, (x, y)) in enumerate(grid.points.items()):
         ax.scatter(x, y, s=70, marker="*^os"[i % 4] if i < 4 else "D", color="white", edgecolor="k", zorder=3)
         ax.annotate(label, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8, color="white",
                     bbox={"boxstyle": "round", "fc": "0.2", "alpha": 0.6, "lw": 0})

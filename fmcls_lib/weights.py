@@ -7,6 +7,8 @@ the complementarity of the zero-shot and fine-tuned models) evaluate those mixes
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -89,14 +91,29 @@ def uniform_soup(state_dicts) -> dict:
     return combine(state_dicts, [1.0 / len(state_dicts)] * len(state_dicts))
 
 
-def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None):
+@dataclass(frozen=True)
+class GreedySoup:
+    """The outcome of Recipe 1 (:func:`greedy_soup`)."""
+    soup: dict  # the state dict
+    kept: list  # indices of the kept ingredients, in the order they were added
+    steps: list  # per ingredient tried: {"ingredient", "before", "after", "kept"}
+
+
+@dataclass(frozen=True)
+class LearnedSoup:
+    """A learned soup (:func:`learned_soup`)."""
+    soup: dict  # the state dict
+    weights: torch.Tensor  # the mixing coefficients, [n] or [n, layers]
+
+
+def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None) -> GreedySoup:
     """Greedy soup (Wortsman et al. 2022, Recipe 1).
 
     Ingredients are tried in order of decreasing held-out ``scores`` (or in ``order``); one is kept if the
     held-out accuracy ``evaluate(soup)`` of the soup with it is ``>=`` the soup's so far (the lecture's
     rule) or ``>`` it (the official code's).  The soup is a running mean of the kept ingredients, so
     memory does not grow with their number (``state_dicts`` may be a lazy sequence).
-    Returns ``(soup, kept indices, steps)``; each step is a dict ``ingredient, before, after, kept``.
+    Returns a :class:`GreedySoup` (soup, kept indices, steps).
     """
     _check_keep_if(keep_if)
     order = list(order) if order is not None else sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -111,7 +128,7 @@ def greedy_soup(state_dicts, evaluate, scores, keep_if: str = ">=", order=None):
         if keep:
             soup, best = candidate, acc
             kept.append(i)
-    return soup, kept, steps
+    return GreedySoup(soup, kept, steps)
 
 
 def _check_keep_if(keep_if: str) -> None:
@@ -152,7 +169,7 @@ def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int =
     """Learned soup (Wortsman et al. 2022, App. I): mixing weights ``softmax(w)`` (one per model, or per
     model and layer) and a logit temperature ``beta``, trained by gradient descent on held-out data
     ``(x, y)`` through ``torch.func.functional_call``, on the model's device (``x``: a tensor or a small
-    ``finetune.ImageStream``).  Returns ``(soup, weights [n] or [n, layers])``, on the CPU.
+    ``finetune.ImageStream``).  Returns a :class:`LearnedSoup` (weights ``[n]`` or ``[n, layers]``), on the CPU.
     """
     from torch.func import functional_call
 
@@ -190,7 +207,7 @@ def learned_soup(state_dicts, model, x, y, by_layer: bool = False, epochs: int =
     coeff = torch.softmax(w.detach(), dim=0).cpu()
     soup = {k: v.cpu().clone() for k, v in state_dicts[0].items()}
     soup.update({k: v.detach().to("cpu", state_dicts[0][k].dtype) for k, v in mixed(w.detach()).items()})
-    return soup, (coeff[:, 0] if not by_layer else coeff)
+    return LearnedSoup(soup, coeff[:, 0] if not by_layer else coeff)
 
 
 # ------------------------------------------------------------------------------ lesson 05: WiSE-FT's evaluation

@@ -94,7 +94,8 @@ def test_wise_curve_plane_and_appendix_k_on_a_vit(setup):
 
     x, y = X["test", "photo"]
     pts = {"theta_0": theta_0, "theta_1": runs[0], "theta_2": runs[1]}
-    err, xs, ys, proj = landscape.plane_grid(model, pts, x, y, size=2, progress=False)
+    grid = landscape.plane_grid(model, pts, x, y, size=2, progress=False)
+    err, xs, ys = grid.error, grid.xs, grid.ys
     assert err.shape == (2, 2) and torch.isfinite(err).all()
     pl = landscape.plane(theta_0, runs[0], runs[1], [k for k, _ in model.named_parameters()])
     e1, l1 = landscape.grid_loop(model, pl, xs, ys, x, y, progress=False)
@@ -102,7 +103,8 @@ def test_wise_curve_plane_and_appendix_k_on_a_vit(setup):
     assert torch.equal(e1, e2)
     torch.testing.assert_close(l1, l2, atol=1e-4, rtol=1e-4)
 
-    soup, mix = weights.learned_soup(runs, model, x.tensor(), y, epochs=1)
+    learned = weights.learned_soup(runs, model, x.tensor(), y, epochs=1)
+    soup, mix = learned.soup, learned.weights
     assert torch.isfinite(mix).all() and all(v.device.type == "cpu" for v in soup.values())
 
     gaps = landscape.soup_ensemble_gaps(model, runs[0], runs[1], [0.25, 0.5], x, y)
@@ -149,9 +151,9 @@ def test_everything_runs_on_the_backbones_device(vit, real_data):
         assert np.isfinite(landscape.evaluate(model, weights.wise(theta_0, run, 0.5), x, y)[1])
         gaps = landscape.soup_ensemble_gaps(model, theta_0, run, [0.5], x, y)
         assert all(np.isfinite(g["curvature"]) for gs in gaps.values() for g in gs)
-        soup, _ = weights.learned_soup([theta_0, run], model, x, y, epochs=1)
-        err, *_ = landscape.plane_grid(model, {"a": theta_0, "b": run, "c": soup}, x, y, size=2, batched=True,
-                                       progress=False)
+        soup = weights.learned_soup([theta_0, run], model, x, y, epochs=1).soup
+        err = landscape.plane_grid(model, {"a": theta_0, "b": run, "c": soup}, x, y, size=2, batched=True,
+                                       progress=False).error
         assert torch.isfinite(err).all()
     finally:
         vit.model.cpu()

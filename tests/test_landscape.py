@@ -113,8 +113,8 @@ def test_plane_grid_frames_every_point_and_matches_the_loop(three):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(12, 3, 32, 32, generator=g), torch.randint(0, 5, (12,), generator=g)
     mid = {k: (a + b) / 2 if a.is_floating_point() else a for k, a, b in zip(t1, t1.values(), t2.values())}
-    err, xs, ys, proj = landscape.plane_grid(model, {"0": t0, "1": t1, "2": t2, "mid": mid}, x, y, x[:8], size=3,
-                                             progress=False)
+    grid = landscape.plane_grid(model, {"0": t0, "1": t1, "2": t2, "mid": mid}, x, y, x[:8], size=3, progress=False)
+    err, xs, ys, proj = grid.error, grid.xs, grid.ys, grid.points
     assert err.shape == (3, 3) and proj["0"] == pytest.approx((0, 0), abs=1e-6)
     for px, py in proj.values():
         assert xs[0] < px < xs[-1] and ys[0] < py < ys[-1]

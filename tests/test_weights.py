@@ -128,7 +128,8 @@ def test_greedy_soup_never_lowers_held_out_accuracy_and_starts_from_the_best():
     sds = [_net(s).state_dict() for s in range(5)]
     scores = [0.5, 0.9, 0.7, 0.8, 0.6]
     fake = iter([0.91, 0.85, 0.91, 0.95])  # held-out accuracy of each candidate soup, in trial order
-    soup, kept, steps = weights.greedy_soup(sds, lambda sd: next(fake), scores)
+    g = weights.greedy_soup(sds, lambda sd: next(fake), scores)
+    soup, kept, steps = g.soup, g.kept, g.steps
     assert kept[0] == 1 and steps[0]["ingredient"] == 1  # the best individual is always in
     assert [s["ingredient"] for s in steps] == [1, 3, 2, 4, 0]
     assert [s["kept"] for s in steps] == [True, True, False, True, True]
@@ -142,8 +143,8 @@ def test_greedy_soup_never_lowers_held_out_accuracy_and_starts_from_the_best():
 
 def test_greedy_soup_strict_rule_rejects_ties():
     sds = [_net(s).state_dict() for s in range(2)]
-    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">=")[1] == [0, 1]
-    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">")[1] == [0]
+    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">=").kept == [0, 1]
+    assert weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if=">").kept == [0]
     with pytest.raises(fm.UnknownNameError, match="accepted: >=, >"):
         weights.greedy_soup(sds, lambda sd: 0.9, [0.9, 0.8], keep_if="~")
 
@@ -163,9 +164,10 @@ def test_learned_soup_weights_are_a_softmax(micro):
     thetas = [_classifier(micro).state_dict() for _ in range(3)]
     m = _classifier(micro)
     x, y = _data(32)
-    soup, mix = weights.learned_soup(thetas, m, x, y, epochs=2)
+    learned = weights.learned_soup(thetas, m, x, y, epochs=2)
+    soup, mix = learned.soup, learned.weights
     assert mix.shape == (3,) and float(mix.sum()) == pytest.approx(1.0) and (mix > 0).all()
-    soup_l, mix_l = weights.learned_soup(thetas, m, x, y, by_layer=True, epochs=1)
+    mix_l = weights.learned_soup(thetas, m, x, y, by_layer=True, epochs=1).weights
     torch.testing.assert_close(mix_l.sum(0), torch.ones(mix_l.shape[1]))
     expected = weights.combine(thetas, mix.tolist())
     for k in soup:

@@ -44,7 +44,7 @@ def greedy_soup(thetas, held_out):
 
 
 def _greedy_reference(thetas, held_out):
-    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], keep_if=">=")[1]
+    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], keep_if=">=").kept
 
 
 def _greedy_cases():
@@ -58,11 +58,11 @@ def _greedy_cases():
 
 def _unsorted(thetas, held_out):
     order = list(range(len(thetas)))
-    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], order=order)[1]
+    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], order=order).kept
 
 
 def _strict(thetas, held_out):
-    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], keep_if=">")[1]
+    return weights.greedy_soup(thetas, held_out, [held_out(t) for t in thetas], keep_if=">").kept
 
 
 def _all_sorted(thetas, held_out):
