@@ -20,12 +20,13 @@ def build_cached(kind: str, name: str, progress: bool = True) -> dict:
 
     from .. import cache, models
     from ..errors import MissingModelError
-    if kind == "generator":
-        clip = models.recipes("generator")[name]["clip"]
+    needs = {"generator": ("clip", models.recipes(kind)[name].get("clip")),
+             "ssl": ("ssl", models.recipes(kind)[name].get("init"))}.get(kind)
+    if needs and needs[1]:  # a generator's CLIP, a curriculum stage's previous stage
         try:
-            models.weights("clip", clip)
+            models.weights(*needs)
         except MissingModelError:
-            build_cached("clip", clip, progress)
+            build_cached(*needs, progress)
     meta_path = models.cached_meta(kind, name)
     meta = module(kind).build(name, meta_path.parent, progress=progress)
     final = meta_path.with_suffix(".safetensors")

@@ -59,13 +59,19 @@ class Recipe:
     sobel: bool = True  # a fixed grayscale + Sobel stem in front of the tower (see SobelStem)
     corpus: int = 30_000  # objects (each rendered twice when paired_views)
     seed: int = 0
+    # added after tiny-dino-base was built: in its hash only when set (see recipe_hash)
+    init: str = ""  # continue from this recipe's teacher encoder (a new projection head), see train()
+    redraw_geometry: bool = False  # the paired view re-draws size, pose and position too, see train()
+
+
+ADDED = {"init": "", "redraw_geometry": False}  # fields a recipe hashes only when it sets them
 
 
 RECIPES = models.dataclasses("ssl", Recipe)  # tiny-dino is shipped; micro-dino is for tests
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    return models.recipe_hash("ssl", asdict(recipe))
+    return models.recipe_hash("ssl", {k: v for k, v in asdict(recipe).items() if not (k in ADDED and v == ADDED[k])})
 
 
 def _num_features(enc: nn.Module) -> int:
@@ -171,20 +177,32 @@ def train(recipe: Recipe, progress: bool = True, checkpoint: Path | None = None,
         # colour, size, pose - rendered again with another seed in a random domain: a new background,
         # clutter and strokes, like a second photograph.  Crops of a single rendering share their
         # background texture and clutter, and DINO matches views by those before it matches shape.
+        # With redraw_geometry the second rendering also draws its own size, rotation and position
+        # (world.sample_scene with the object's shape and colour): geometric augmentation by re-rendering, which
+        # takes away size, the shortcut the features held after the first stage (FIELD_NOTES.md).
         scenes = world.pretrain_scenes(recipe.corpus)
         a = world.render_many(scenes)
         if not recipe.paired_views:
             return torch.from_numpy(np.stack([a, a]))
         rng = np.random.default_rng(recipe.seed)
         doms, p = list(world.PRETRAIN_DOMAIN_MIX), list(world.PRETRAIN_DOMAIN_MIX.values())
-        other = [dataclasses.replace(s, seed=int(rng.integers(2**62)), domain=doms[rng.choice(len(doms), p=p)])
-                 for s in scenes]
+        other = []
+        for s in scenes:
+            domain = doms[rng.choice(len(doms), p=p)]
+            other.append(world.sample_scene(rng, domain=domain, shape=s.shape, color=s.color)
+                         if recipe.redraw_geometry else
+                         dataclasses.replace(s, seed=int(rng.integers(2**62)), domain=domain))
         return torch.from_numpy(np.stack([a, world.render_many(other)]))
 
-    images = cache.get_or_compute("corpus", {"kind": "ssl-pairs", "world": world.WORLD_VERSION, "n": recipe.corpus,
-                                             "paired": recipe.paired_views, "seed": recipe.seed}, render)
+    key = {"kind": "ssl-pairs", "world": world.WORLD_VERSION, "n": recipe.corpus, "paired": recipe.paired_views,
+           "seed": recipe.seed, **({"redraw_geometry": True} if recipe.redraw_geometry else {})}
+    images = cache.get_or_compute("corpus", key, render)
     x_all = to_tensor(images.flatten(0, 1), size=recipe.res).unflatten(0, (2, recipe.corpus))
     student = nn.ModuleDict({"encoder": encoder(recipe.tower, recipe.sobel)})
+    if recipe.init:  # a curriculum stage: the previous stage's teacher encoder, a new head and a new schedule
+        from safetensors.torch import load_file
+        path, _, _ = models.weights("ssl", recipe.init)  # MissingModelError says how to build it
+        student["encoder"].load_state_dict({k: v.float() for k, v in load_file(path).items()})
     dim = _num_features(student["encoder"])
     student["head"] = DINOHead(dim, recipe.head_dim, recipe.bottleneck, recipe.prototypes)
     teacher = nn.ModuleDict({"encoder": encoder(recipe.tower, recipe.sobel),
