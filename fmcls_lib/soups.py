@@ -38,6 +38,23 @@ def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> li
             for _ in range(n)]
 
 
+def stable_lr_range(lrs, gain) -> tuple[float, float]:
+    """The widest run of consecutive grid learning rates ``lrs`` (ascending) inside which averaging any two
+    fine-tunes loses nothing on held-out: ``gain[a][b]`` (``a < b``; the held-out accuracy of the two models'
+    average minus the best model with a rate in ``[lrs[a], lrs[b]]``, Figure F.1's quantity) is ``>= 0`` for every
+    pair in it.  Among equally wide runs, the one with the larger mean gain.  Returns ``(lowest, highest)`` rate."""
+    g = np.asarray(gain, dtype=float)
+    best = None
+    for i in range(len(lrs)):
+        for j in range(i, len(lrs)):
+            inside = [g[a, b] for a in range(i, j + 1) for b in range(a + 1, j + 1)]
+            if all(v >= 0 for v in inside):
+                key = (j - i, float(np.mean(inside)) if inside else 0.0)
+                best = max(best or (key, i, j), (key, i, j))
+    _, i, j = best
+    return float(lrs[i]), float(lrs[j])
+
+
 SELECT_PER_CLASS = 25  # photo validation images per class the best epoch is chosen on (the split's former size)
 
 
