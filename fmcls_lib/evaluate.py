@@ -64,3 +64,19 @@ def headline(kind: str, name: str) -> dict:
         from . import synthetic
         return synthetic.recognition_report(backbones.load_generator(name))
     return ssl_headline(backbones.load_ssl(name))
+
+
+def build_curve(kind: str, name: str, key: str = "knn_shapes_val") -> list[dict]:
+    """The training monitor of ``<kind>-<name>``'s build, as its manifest entry recorded it, through every stage:
+    a recipe that continues another (``init``) comes after that one's curve.  Rows ``{"model", "step", key}``
+    (steps counted across the stages)."""
+    from . import models
+    chain = [name]
+    while models.recipes(kind)[chain[0]].get("init"):
+        chain.insert(0, models.recipes(kind)[chain[0]]["init"])
+    rows, offset = [], 0
+    for stage in chain:
+        history = models.manifest()[f"{kind}-{stage}"].get("history", [])
+        rows += [{"model": stage, "step": offset + h["step"], key: h[key]} for h in history if key in h]
+        offset += models.recipes(kind)[stage]["steps"]
+    return rows

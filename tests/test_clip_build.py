@@ -120,3 +120,16 @@ def test_check_reports_a_stale_recipe(monkeypatch, capsys):
         warnings.simplefilter("always")
         models.weights("clip", "tiny")
     assert any("older recipe" in str(x.message) for x in w)
+
+
+def test_build_curve_follows_the_curriculum_stages():
+    """tiny-dino continues tiny-dino-base: its monitor curve comes after the base's, steps counted on."""
+    from fmcls_lib import evaluate, models
+    rows = evaluate.build_curve("ssl", "tiny-dino")
+    base = models.recipes("ssl")["tiny-dino-base"]
+    stages = [r["model"] for r in rows]
+    assert stages[0] == "tiny-dino-base" and stages[-1] == "tiny-dino" and stages == sorted(stages, key=stages.index)
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+    assert min(r["step"] for r in rows if r["model"] == "tiny-dino") == base["steps"]
+    first = models.manifest()["ssl-tiny-dino-base"]["history"]
+    assert [r["knn_shapes_val"] for r in rows[:len(first)]] == [h["knn_shapes_val"] for h in first]
