@@ -40,6 +40,20 @@ def test_only_full_runs_refresh_the_committed_figures(tmp_path, monkeypatch):
     assert course.os.environ["FMCLS_FIGURES"] == str(tmp_path / "out" / "figures")
 
 
+def test_the_figures_folder_is_read_when_used_not_when_imported(tmp_path, monkeypatch):
+    """``$FMCLS_FIGURES`` set after import still counts, and a committed (full) run writes to the course's own
+    figures/ whatever the environment said before (it once went to the folder of import time)."""
+    from fmcls_lib import provenance, results
+    monkeypatch.setenv("FMCLS_THREADS", "2")  # _route_figures pins it; restored after the test
+    monkeypatch.setenv("FMCLS_FIGURES", str(tmp_path / "later"))
+    assert results.figures_dir() == tmp_path / "later"
+    assert course._route_figures("full", tmp_path / "out") == provenance.FIGURES == provenance.ROOT / "figures"
+    assert results.figures_dir() == provenance.FIGURES
+    assert course._route_figures("smoke", tmp_path / "out") == results.figures_dir() == tmp_path / "out" / "figures"
+    monkeypatch.delenv("FMCLS_FIGURES")
+    assert results.figures_dir() == provenance.FIGURES
+
+
 def test_summary_counts_verdicts_per_lesson_and_lists_every_claim(tmp_path):
     import numpy as np
 
