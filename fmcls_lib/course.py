@@ -80,6 +80,13 @@ def _real(lo: float | None = None, hi: float | None = None, lo_open: bool = Fals
     return check
 
 
+def _list_of(inner, what: str):
+    def check(v, p):
+        if not isinstance(v, (list, tuple)) or not v or inner(list(v), p):
+            return what
+    return check
+
+
 def _pair(inner, what: str):
     def check(v, p):
         if not isinstance(v, (list, tuple)) or len(v) != 2 or inner(list(v), p):
@@ -218,12 +225,15 @@ VALIDATORS = {
 
 def validator(name: str):
     """The check of parameter ``name``: :data:`VALIDATORS`, else by its name's ending (``*epochs``, ``*_steps``,
-    ``*per_class``: whole ≥ 1; ``*_lr`` / ``*_lrs`` > 0; ``*fraction*`` in [0, 1]); None if nothing is known."""
+    ``*per_class``: whole ≥ 1; ``*_lr`` > 0; ``*_lrs``: a list of them; ``*fraction*`` in [0, 1]); None if nothing
+    is known."""
     if name in VALIDATORS:
         return VALIDATORS[name]
     if name.endswith("epochs"):
         return _whole(1)
-    if name.endswith(("_lr", "_lrs")) or name == "lr":
+    if name.endswith("_lrs"):
+        return _list_of(_real(0.0, lo_open=True), "a list of one or more learning rates > 0, e.g. [3e-4, 1e-3]")
+    if name.endswith("_lr") or name == "lr":
         return _real(0.0, lo_open=True, what=" (a learning rate)")
     if "fraction" in name:
         return _real(0.0, 1.0)

@@ -76,7 +76,7 @@ def build_curve(kind: str, name: str, key: str = "knn_shapes_val") -> list[dict]
         chain.insert(0, models.recipes(kind)[chain[0]]["init"])
     rows, offset = [], 0
     for stage in chain:
-        history = models.manifest()[f"{kind}-{stage}"].get("history", [])
+        history = models.weights(kind, stage)[2].get("history", [])  # the build the loaders use: shipped or cached
         rows += [{"model": stage, "step": offset + h["step"], key: h[key]} for h in history if key in h]
         offset += models.recipes(kind)[stage]["steps"]
     return rows

@@ -38,19 +38,22 @@ def sample_recipes(n: int, seed: int = 0, lr=(3e-4, 2e-3), epochs=(8, 16)) -> li
             for _ in range(n)]
 
 
-def stable_lr_range(lrs, gain) -> tuple[float, float]:
-    """The widest run of consecutive grid learning rates ``lrs`` (ascending) inside which averaging any two
-    fine-tunes loses nothing on held-out: ``gain[a][b]`` (``a < b``; the held-out accuracy of the two models'
-    average minus the best model with a rate in ``[lrs[a], lrs[b]]``, Figure F.1's quantity) is ``>= 0`` for every
-    pair in it.  Among equally wide runs, the one with the larger mean gain.  Returns ``(lowest, highest)`` rate."""
+def stable_lr_range(lrs, gain, scores) -> tuple[float, float]:
+    """The widest run of consecutive grid learning rates ``lrs`` (ascending) inside which every pair's soup is at
+    least as good on held-out as the best model with a rate between them: ``gain[a][b]`` (``a < b``; the held-out
+    accuracy of the two models' average minus the best model with a rate in ``[lrs[a], lrs[b]]``, Figure F.1's
+    quantity) is ``>= 0`` for every pair in it.  Among equally wide runs, the one with the larger mean gain, then
+    the lower rates.  When no pair is stable: the single rate whose model ``scores`` best on held-out.  Returns
+    ``(lowest, highest)`` rate."""
+    if not len(lrs):
+        raise ValueError("stable_lr_range needs at least one grid learning rate")
     g = np.asarray(gain, dtype=float)
-    best = None
+    best = (0, -np.inf, 0), int(np.argmax(scores)), int(np.argmax(scores))
     for i in range(len(lrs)):
-        for j in range(i, len(lrs)):
+        for j in range(i + 1, len(lrs)):
             inside = [g[a, b] for a in range(i, j + 1) for b in range(a + 1, j + 1)]
             if all(v >= 0 for v in inside):
-                key = (j - i, float(np.mean(inside)) if inside else 0.0)
-                best = max(best or (key, i, j), (key, i, j))
+                best = max(best, ((j - i, float(np.mean(inside)), -i), i, j))
     _, i, j = best
     return float(lrs[i]), float(lrs[j])
 

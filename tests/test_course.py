@@ -157,7 +157,10 @@ def test_other_values_are_checked_with_what_is_accepted(no_kernel):
            ("06_soups_and_landscapes", "n_ingredients", "1", "≥ 2"),
            ("06_soups_and_landscapes", "n_large", "9", "≤ n_ingredients = 8"),
            ("06_soups_and_landscapes", "grid_size", "1", "≥ 2"),
-           ("06_soups_and_landscapes", "executor", "spark", "'ray'")]
+           ("06_soups_and_landscapes", "executor", "spark", "'ray'"),
+           ("06_soups_and_landscapes", "swa_lrs", "1e-3", "must be list like its default"),
+           ("06_soups_and_landscapes", "swa_lrs", "[]", "a list of one or more learning rates > 0"),
+           ("05_wise_ft", "sweep_lrs", "[1e-3, -1]", "a list of one or more learning rates > 0")]
     for lesson, name, value, accepted in bad:
         if name not in course.notebook_params(lesson):
             continue  # the lesson no longer has this parameter

@@ -3,6 +3,7 @@
 (``make test`` also runs every lesson with the ``smoke`` parameter set under ``pytest --nbval-lax``.)
 """
 import json
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,9 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
     assert (results.figures_dir() / "06_soups_and_landscapes_lr_grid.png").exists()
     sp = rec["shared_prefix"]  # Frankle et al.'s experiment: two inits x epochs shared, plus independent runs, per seed
     assert set(sp["mean"]) == {"scratch", "zero_shot", "independent"} and set(sp["mean"]["scratch"]) == {"0", "2", "8"}
-    assert len(sp["per_seed"]) == 2 and all(s["scratch"]["8"]["barrier"] == 0 for s in sp["per_seed"])  # sharing every epoch: one run
+    assert len(sp["per_seed"]) == 2 and all(np.isfinite(s[i]["8"]["barrier"]) for s in sp["per_seed"]
+                                            for i in ("scratch", "zero_shot"))  # 8 of the 16 epochs shared
+    assert rec["swa"]["chosen"] in rec["swa"]["lrs"] and len(rec["lr_grid"]["stable_range"]) == 2
     gaps = [s["independent"]["barrier"] - max(s["scratch"]["0"]["barrier"], s["zero_shot"]["0"]["barrier"]) for s in sp["per_seed"]]
     assert c["independent_runs_do_not_average"]["effect"] == pytest.approx(sum(gaps) / 2, abs=1e-3)
     k = rec["appendix_k"]  # 6 pairs x 3 alphas, two beta conventions

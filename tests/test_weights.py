@@ -384,12 +384,19 @@ def test_averaged_run_recomputes_swa_batchnorm_and_averages_the_emas(micro, tmp_
 def test_stable_lr_range_is_the_widest_run_whose_pair_soups_all_gain():
     nan = float("nan")
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    scores = [0.70, 0.80, 0.82, 0.81, 0.60]
     gain = [[0, -0.05, -0.05, -0.03, -0.03],  # lesson 06's measured grid, rounded: 3e-4 .. 3e-3 is stable
             [nan, 0, 0.002, 0.012, -0.027],
             [nan, nan, 0, 0.01, -0.018],
             [nan, nan, nan, 0, -0.016],
             [nan, nan, nan, nan, 0]]
-    assert soups.stable_lr_range(lrs, gain) == (3e-4, 3e-3)
+    assert soups.stable_lr_range(lrs, gain, scores) == (3e-4, 3e-3)
     gain[1][3] = -0.001  # one losing pair inside breaks the run: of the two runs of two rates left,
-    assert soups.stable_lr_range(lrs, gain) == (1e-3, 3e-3)  # the one with the larger gain (0.01 > 0.002)
-    assert soups.stable_lr_range([1e-3, 1e-2], [[0, -0.1], [nan, 0]]) in ((1e-3, 1e-3), (1e-2, 1e-2))
+    assert soups.stable_lr_range(lrs, gain, scores) == (1e-3, 3e-3)  # the one with the larger gain (0.01 > 0.002)
+    gain[2][3] = 0.002   # equal gains: the lower rates
+    assert soups.stable_lr_range(lrs, gain, scores) == (3e-4, 1e-3)
+    # no stable pair: the single best rate on held-out, not the largest
+    assert soups.stable_lr_range([1e-3, 1e-2], [[0, -0.1], [nan, 0]], [0.8, 0.7]) == (1e-3, 1e-3)
+    assert soups.stable_lr_range([1e-3, 1e-2], [[0, -0.1], [nan, 0]], [0.6, 0.7]) == (1e-2, 1e-2)
+    with pytest.raises(ValueError, match="at least one"):
+        soups.stable_lr_range([], [], [])
