@@ -3,9 +3,9 @@
 (``make test`` also runs every lesson with the ``smoke`` parameter set under ``pytest --nbval-lax``.)
 """
 import json
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fmcls_lib import course, results
