@@ -129,7 +129,7 @@ def test_lesson_06_with_other_number_of_ingredients(tmp_path):
     assert c["appendix_k_approximation_tracks_measured"]["effect"] == pytest.approx(k["pearson_r"]["beta calibrated"], abs=1e-3)
 
 
-def test_lesson_03_with_other_task_on_micro_models(tmp_path):
+def test_lesson_03_with_other_task_on_micro_models(tmp_path, micro_pipe):  # fixture: the micro models are built
     import numpy as np
 
     from fmcls_lib import synthetic
@@ -161,7 +161,7 @@ def test_lesson_03_with_other_task_on_micro_models(tmp_path):
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
-def test_lesson_04_with_other_shots_on_micro_models(tmp_path):
+def test_lesson_04_with_other_shots_on_micro_models(tmp_path, micro_pipe, micro_dino):  # fixtures: built first
     params = {"backbone": "micro", "ssl": "micro-dino", "generator": "micro", "shots": [2, 4], "k_prime": 1,
               "k_primes": [1, 2], "augment_epochs": 2, "train_epochs": 2, "search_step": [20, 10],
               "inference_steps": 3, "seeds": 2, "interactive": False}
