@@ -39,6 +39,13 @@ if sys.argv[1] == "vit224":  # a random two-layer open_clip ViT at 224 px: the r
     clip = backbones.CLIPBackbone("vit224-random", model, None, open_clip.image_transform(224, is_train=False),
                                   "0" * 64, torch.device("cpu"))
 else:
+    if sys.argv[2] == "build" and sys.argv[1] == "micro":  # today's loaders never train: build the test CLIP first
+        try:
+            from fmcls_lib import models, pretrain
+            if models.cached("clip", "micro") is None:
+                pretrain.build_cached("clip", "micro", progress=False)
+        except ImportError:  # an older revision (--old-rev), whose loader trains it itself
+            pass
     clip = backbones.load_clip(sys.argv[1])
 if sys.argv[2] == "build":  # the backbone is built (micro trains) in its own process, not counted
     sys.exit()
